@@ -1,0 +1,1 @@
+"""JSON Schemas of the MQTT contract, shipped as package data."""

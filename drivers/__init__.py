@@ -1,0 +1,1 @@
+"""Sensor drivers: one module per sensor family, registered as entry points."""

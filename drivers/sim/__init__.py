@@ -1,0 +1,1 @@
+"""Wire-protocol simulators, byte for byte, used by tests and by the demo."""

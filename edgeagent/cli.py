@@ -1,0 +1,129 @@
+"""Command line: ``edgeagent run | check-config | demo | manifest``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from edgeagent import __version__
+from edgeagent.config import (
+    DEFAULT_CONFIG,
+    EX_CONFIG,
+    AgentConfig,
+    ConfigError,
+    load_config,
+    missing_files,
+    resolve_password,
+)
+
+EX_UNAVAILABLE = 69
+
+
+def _setup_logging(level: str) -> None:
+    under_journal = bool(os.environ.get("JOURNAL_STREAM"))
+    fmt = "%(levelname)s %(name)s: %(message)s" if under_journal else \
+        "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=level.upper(), format=fmt, stream=sys.stderr)
+
+
+def _load(path: Path, *, action: str) -> AgentConfig | None:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(f"{action}: {exc}", file=sys.stderr)
+        return None
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    """Validate a config file without starting anything."""
+    config = _load(args.config, action="Invalid config")
+    if config is None:
+        return EX_CONFIG
+    for issue in missing_files(config):
+        print(f"warning: {issue} (needed when the agent runs on this machine)")
+    names = ", ".join(f"{s.id} ({s.driver}, {s.window:g}s)" for s in config.sensors)
+    print(f"{args.config}: OK — gateway {config.gateway.id}, {len(config.sensors)} sensor(s): "
+          f"{names}; privacy preset {config.privacy.preset}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the agent until SIGTERM/SIGINT."""
+    from edgeagent.supervisor import Agent
+
+    config = _load(args.config, action="Refusing to start")
+    if config is None:
+        return EX_CONFIG
+    problems = missing_files(config)
+    try:
+        password = resolve_password(config.mqtt)
+    except ConfigError as exc:
+        problems += exc.issues
+    if problems:
+        print(f"Refusing to start: {ConfigError(str(args.config), problems)}", file=sys.stderr)
+        return EX_CONFIG
+    _setup_logging(args.log_level or config.log.level)
+    return asyncio.run(_run_until_signal(Agent(config, password=password)))
+
+
+async def _run_until_signal(agent: object) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await agent.run(stop)  # type: ignore[attr-defined]
+    return 0
+
+
+def cmd_manifest(args: argparse.Namespace) -> int:
+    """Print the transparency manifest this config would publish."""
+    from edgeagent.supervisor import Agent
+
+    config = _load(args.config, action="Invalid config")
+    if config is None:
+        return EX_CONFIG
+    agent = Agent(config)
+    agent._build_sensors()
+    print(json.dumps(agent.manifest(), indent=2, ensure_ascii=False))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Simulated sensors → local mosquitto → a subscriber that prints what arrives."""
+    from edgeagent.demo import run_demo
+
+    return run_demo(seconds=args.seconds)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (also used for the docs)."""
+    parser = argparse.ArgumentParser(prog="edgeagent", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"edgeagent {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, func, text in (("run", cmd_run, "run the agent"),
+                             ("check-config", cmd_check_config, "validate a config file"),
+                             ("manifest", cmd_manifest, "print the transparency manifest")):
+        cmd = sub.add_parser(name, help=text, description=func.__doc__)
+        cmd.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG,
+                         help=f"config file (default {DEFAULT_CONFIG})")
+        cmd.set_defaults(func=func)
+        if name == "run":
+            cmd.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    demo = sub.add_parser("demo", help="run on simulated sensors with a local broker",
+                          description=cmd_demo.__doc__)
+    demo.add_argument("--seconds", type=float, default=None,
+                      help="stop after this many seconds (default: until Ctrl-C)")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``edgeagent`` command."""
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))

@@ -1,0 +1,209 @@
+"""The privacy gate: the only door into the outbox.
+
+Per quantity class the policy sets a minimum window, the statistics allowed to leave and, for
+counts, a k-threshold below which a value is *suppressed* (published as ``null`` with
+``suppressed: true``, never as 0). The gate turns a closed window into a :class:`Released`
+message; only the gate can make one, and the outbox accepts nothing else.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from edgeagent.driver import QuantityClass, StatKind, StreamSpec
+from edgeagent.units import Duration
+from edgeagent.windows import ClosedWindow
+
+Statistic = Literal["mean", "min", "max", "stddev", "sum"]
+PresetName = Literal["strict", "crowd-safety", "demo"]
+
+#: Statistics that make sense for each kind of stream.
+STATISTICS_BY_KIND: dict[StatKind, frozenset[str]] = {
+    StatKind.LINEAR: frozenset({"mean", "min", "max", "stddev"}),
+    StatKind.ENERGETIC: frozenset({"mean", "min", "max"}),
+    StatKind.COUNTER: frozenset({"sum", "min", "max"}),
+}
+#: Words that mean "send the samples themselves": refused with a plain explanation.
+RAW_WORDS = frozenset({"raw", "samples", "values", "all", "frames", "tracks", "objects",
+                       "targets", "audio", "events", "per_object", "detections"})
+#: Legal floors no preset or override may go below (demo excepted, simulated data only).
+MIN_K = 3
+FLOOR_WINDOW_S: dict[QuantityClass, float] = {
+    QuantityClass.PARTICULATE: 10.0,
+    QuantityClass.CLIMATE: 10.0,
+    QuantityClass.NOISE: 60.0,  # sound levels per >= 1 min, never finer
+    QuantityClass.PEOPLE_COUNT: 60.0,
+}
+_DECIMALS = {QuantityClass.PARTICULATE: 2, QuantityClass.CLIMATE: 2, QuantityClass.NOISE: 1,
+             QuantityClass.PEOPLE_COUNT: 0}
+
+
+class ClassPolicy(BaseModel):
+    """Policy of one quantity class."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min_window: Duration
+    statistics: tuple[Statistic, ...]
+    k: int | None = Field(None, ge=1, description="k-threshold for counts; None = not a count")
+
+    @field_validator("statistics", mode="before")
+    @classmethod
+    def _no_raw(cls, value: Any) -> Any:
+        for item in value if isinstance(value, list | tuple) else []:
+            if str(item).lower() in RAW_WORDS:
+                raise ValueError(f"{item!r} would publish raw or per-object data, which never "
+                                 "leaves the device; allowed: mean, min, max, stddev, sum")
+        return value
+
+
+_LEVELS = ("mean", "min", "max", "stddev")
+PRESETS: dict[str, dict[QuantityClass, ClassPolicy]] = {
+    "strict": {
+        QuantityClass.PARTICULATE: ClassPolicy(min_window=60, statistics=_LEVELS),
+        QuantityClass.CLIMATE: ClassPolicy(min_window=60, statistics=_LEVELS),
+        QuantityClass.NOISE: ClassPolicy(min_window=60, statistics=("mean", "min", "max")),
+        QuantityClass.PEOPLE_COUNT: ClassPolicy(min_window=300, statistics=("sum",), k=5),
+    },
+    "crowd-safety": {
+        QuantityClass.PARTICULATE: ClassPolicy(min_window=60, statistics=_LEVELS),
+        QuantityClass.CLIMATE: ClassPolicy(min_window=60, statistics=_LEVELS),
+        QuantityClass.NOISE: ClassPolicy(min_window=60, statistics=("mean", "min", "max")),
+        QuantityClass.PEOPLE_COUNT: ClassPolicy(min_window=60, statistics=("sum",), k=3),
+    },
+    # Short windows so a demo shows data within seconds; check-config allows it only when
+    # every sensor is simulated. k stays at 5, so suppression is visible in the demo.
+    "demo": {
+        QuantityClass.PARTICULATE: ClassPolicy(min_window=1, statistics=_LEVELS),
+        QuantityClass.CLIMATE: ClassPolicy(min_window=1, statistics=_LEVELS),
+        QuantityClass.NOISE: ClassPolicy(min_window=1, statistics=("mean", "min", "max")),
+        QuantityClass.PEOPLE_COUNT: ClassPolicy(min_window=1, statistics=("sum",), k=5),
+    },
+}
+
+
+class PrivacyConfig(BaseModel):
+    """``privacy:`` section: a preset, optionally tightened or changed per quantity class."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    preset: PresetName = "strict"
+    classes: dict[QuantityClass, ClassPolicy] = Field(default_factory=dict)
+
+    def policy_for(self, quantity: QuantityClass) -> ClassPolicy:
+        """The policy in force for one class."""
+        return self.classes.get(quantity) or PRESETS[self.preset][quantity]
+
+    def problems(self) -> list[tuple[str, str]]:
+        """(path, message) for overrides below the legal floors; demo is checked elsewhere."""
+        out = []
+        for quantity, policy in self.classes.items():
+            path = f"privacy.classes.{quantity.value}"
+            if self.preset != "demo" and policy.min_window < FLOOR_WINDOW_S[quantity]:
+                out.append((f"{path}.min_window", f"must be at least "
+                            f"{FLOOR_WINDOW_S[quantity]:g}s for {quantity.value} "
+                            f"(got {policy.min_window:g}s)"))
+            if quantity is QuantityClass.PEOPLE_COUNT:
+                if policy.k is None or policy.k < MIN_K:
+                    out.append((f"{path}.k", f"counts need a k-threshold of at least {MIN_K} "
+                                f"(got {policy.k})"))
+            elif policy.k is not None:
+                out.append((f"{path}.k", f"k applies only to people_count, not "
+                            f"{quantity.value}"))
+        return out
+
+
+@dataclass(frozen=True)
+class Released:
+    """A message that passed the gate. Construct only through :class:`PrivacyGate`."""
+
+    stream: str  # outbox sequence key: "data/<sensor>" or "events"
+    topic: str  # suffix below the gateway's topic root
+    body: dict[str, Any]
+    _seal: object
+
+    def __post_init__(self) -> None:
+        if self._seal is not _SEAL:
+            raise PermissionError("Released messages are made only by the privacy gate")
+
+
+_SEAL = object()
+
+
+def is_released(item: object) -> bool:
+    """True only for genuine gate output (used by the outbox to refuse anything else)."""
+    return type(item) is Released and item._seal is _SEAL
+
+
+def _rounded(value: float, quantity: QuantityClass) -> float:
+    return round(value, _DECIMALS[quantity]) if math.isfinite(value) else value
+
+
+class PrivacyGate:
+    """Applies the policy to closed windows and events, producing :class:`Released`."""
+
+    def __init__(self, privacy: PrivacyConfig, gateway_id: str) -> None:
+        self.privacy = privacy
+        self.gateway_id = gateway_id
+
+    def allowed(self, spec: StreamSpec) -> tuple[list[str], int | None]:
+        """Statistics allowed for a stream (in publishing order) and its k."""
+        policy = self.privacy.policy_for(spec.quantity)
+        stats = [s for s in policy.statistics if s in STATISTICS_BY_KIND[spec.kind]]
+        return stats, (policy.k if spec.kind is StatKind.COUNTER else None)
+
+    def release_window(self, window: ClosedWindow, meta: dict[str, Any]) -> Released:
+        """Gate one window: allow-list, minimum window, k-suppression, rounding."""
+        values: dict[str, Any] = {}
+        for name, spec in window.streams.items():
+            policy = self.privacy.policy_for(spec.quantity)
+            if window.seconds + 1e-9 < policy.min_window:
+                raise PermissionError(f"sensor {window.sensor_id}: {window.seconds:g}s window "
+                                      f"is below the {policy.min_window:g}s minimum for "
+                                      f"{spec.quantity.value}")
+            stats = window.stats[name]
+            allowed, k = self.allowed(spec)
+            entry: dict[str, Any] = {"unit": spec.unit, "quantity": spec.quantity.value,
+                                     "n": stats.n}
+            result = stats.result()
+            for stat in allowed:
+                if stat in result:
+                    entry[stat] = _rounded(result[stat], spec.quantity)
+            if k is not None and stats.n:
+                entry["k"] = k
+                entry["suppressed"] = result["sum"] < k
+                if entry["suppressed"]:
+                    entry.update({stat: None for stat in allowed})
+            values[name] = entry
+        body = {"gateway": self.gateway_id, "sensor": window.sensor_id, **meta,
+                "window": {"start": rfc3339(window.start), "end": rfc3339(window.end),
+                           "seconds": window.seconds, "clock": window.clock.value,
+                           "partial": window.partial},
+                "coverage": round(window.coverage, 3), "errors": window.errors,
+                "values": values, "corrections": []}
+        return Released(f"data/{window.sensor_id}", f"data/{window.sensor_id}", body, _SEAL)
+
+    def release_event(self, kind: str, message: str, *, time: float, clock: str,
+                      sensor: str | None = None,
+                      details: dict[str, str | int | float | bool | None] | None = None,
+                      ) -> Released:
+        """Gate an operational event (faults, drops): plain words and scalars only."""
+        body: dict[str, Any] = {"gateway": self.gateway_id, "time": rfc3339(time),
+                                "clock": clock, "type": kind, "message": message,
+                                "details": {k: v for k, v in (details or {}).items()
+                                            if v is None or isinstance(v, str | int | float)}}
+        if sensor is not None:
+            body["sensor"] = sensor
+        return Released("events", "events", body, _SEAL)
+
+
+def rfc3339(epoch: float) -> str:
+    """UTC timestamp like 2026-01-01T10:00:00Z (milliseconds only when not whole)."""
+    stamp = dt.datetime.fromtimestamp(round(epoch, 3), tz=dt.UTC)
+    text = stamp.isoformat(timespec="milliseconds" if stamp.microsecond else "seconds")
+    return text.replace("+00:00", "Z")

@@ -1,0 +1,1 @@
+"""On-device models (.tflite) and their model cards; none ship yet."""

@@ -1,0 +1,109 @@
+import asyncio
+import json
+
+import pytest
+from pydantic import ValidationError
+
+from edgeagent.clock import FakeClock
+from edgeagent.driver import QuantityClass, Reading, StatKind, StreamSpec
+from edgeagent.outbox import Outbox
+from edgeagent.privacy import ClassPolicy, PrivacyConfig, PrivacyGate, Released
+from edgeagent.windows import SensorWindows
+
+PM = StreamSpec("pm25", "ug/m3", QuantityClass.PARTICULATE)
+PEOPLE = StreamSpec("people", "count", QuantityClass.PEOPLE_COUNT, StatKind.COUNTER)
+META = {"driver": "simulated", "model": "m", "simulated": True}
+
+
+def window_with(values_by_stream, length=300.0, streams=(PM, PEOPLE)):
+    clock = FakeClock(start_wall=1_767_225_600.0)
+    windows = SensorWindows("s", list(streams), length, 1.0, clock)
+    for i in range(int(length)):
+        windows.add([Reading(name, values[i % len(values)], clock.monotonic())
+                     for name, values in values_by_stream.items()])
+        clock.advance(1)
+    (closed,) = windows.close_due()
+    return closed
+
+
+def test_only_allowed_statistics_leave():
+    privacy = PrivacyConfig(classes={
+        QuantityClass.PARTICULATE: ClassPolicy(min_window=60, statistics=("mean",))})
+    released = PrivacyGate(privacy, "gw").release_window(
+        window_with({"pm25": [1.0, 3.0], "people": [1.0]}), META)
+    assert set(released.body["values"]["pm25"]) == {"unit", "quantity", "n", "mean"}
+    assert released.body["values"]["pm25"]["mean"] == 2.0
+
+
+def test_counts_below_k_are_suppressed_as_null_never_zero():
+    gate = PrivacyGate(PrivacyConfig(preset="strict"), "gw")
+    sparse = [0.0] * 299 + [1.0]  # 1 person in 5 minutes: below k = 5
+    values = gate.release_window(window_with({"pm25": [1.0], "people": sparse}),
+                                 META).body["values"]["people"]
+    assert values["suppressed"] is True and values["sum"] is None and values["k"] == 5
+    busy = gate.release_window(window_with({"pm25": [1.0], "people": [1.0]}),
+                               META).body["values"]["people"]
+    assert busy["suppressed"] is False and busy["sum"] == 300
+
+
+def test_zero_people_is_also_suppressed():
+    gate = PrivacyGate(PrivacyConfig(preset="strict"), "gw")
+    people = gate.release_window(window_with({"pm25": [1.0], "people": [0.0]}),
+                                 META).body["values"]["people"]
+    assert people["sum"] is None and people["suppressed"]
+
+
+def test_gate_refuses_a_window_below_the_policy_minimum():
+    gate = PrivacyGate(PrivacyConfig(preset="strict"), "gw")
+    short = window_with({"pm25": [1.0], "people": [1.0]}, length=60)
+    with pytest.raises(PermissionError, match="below the 300s minimum for people_count"):
+        gate.release_window(short, META)
+
+
+@pytest.mark.parametrize("word", ["raw", "samples", "tracks", "values"])
+def test_policy_refuses_raw_statistics(word):
+    with pytest.raises(ValidationError, match="raw or per-object data"):
+        ClassPolicy(min_window=60, statistics=(word,))
+
+
+def test_overrides_below_the_legal_floor_are_reported():
+    privacy = PrivacyConfig(classes={
+        QuantityClass.PEOPLE_COUNT: ClassPolicy(min_window=10, statistics=("sum",), k=2)})
+    problems = dict(privacy.problems())
+    assert "at least 60s" in problems["privacy.classes.people_count.min_window"]
+    assert "at least 3" in problems["privacy.classes.people_count.k"]
+
+
+def test_released_cannot_be_forged():
+    with pytest.raises(PermissionError, match="only by the privacy gate"):
+        Released("data/x", "data/x", {"values": {"raw": [1, 2, 3]}}, object())
+
+
+def test_outbox_refuses_anything_that_did_not_pass_the_gate(tmp_path):
+    async def scenario():
+        outbox = await Outbox.open(tmp_path / "o.sqlite3", 1 << 20)
+        try:
+            for fake in ({"topic": "data/x", "payload": "raw"}, b"raw bytes", "x"):
+                with pytest.raises(TypeError, match="only messages released by the privacy"):
+                    await outbox.put(fake)  # type: ignore[arg-type]
+            forged = object.__new__(Released)  # bypasses __init__ and __post_init__
+            object.__setattr__(forged, "_seal", object())
+            with pytest.raises(TypeError):
+                await outbox.put(forged)
+            assert (await outbox.stats()).depth == 0
+            gate = PrivacyGate(PrivacyConfig(preset="strict"), "gw")
+            event = gate.release_event("agent_started", "hi", time=1.0, clock="synced")
+            assert await outbox.put(event) == 0
+            (row,) = await outbox.peek()
+            assert json.loads(row.payload)["type"] == "agent_started"
+        finally:
+            await outbox.close()
+
+    asyncio.run(scenario())
+
+
+def test_event_details_keep_scalars_only():
+    gate = PrivacyGate(PrivacyConfig(), "gw")
+    event = gate.release_event("sensor_fault", "x", time=0.0, clock="synced",
+                               details={"port": "/dev/ttyS0", "frame": [1, 2, 3]})  # type: ignore[dict-item]
+    assert event.body["details"] == {"port": "/dev/ttyS0"}

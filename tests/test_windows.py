@@ -1,0 +1,139 @@
+import math
+import statistics
+
+import pytest
+
+from edgeagent.clock import ClockQuality, FakeClock
+from edgeagent.driver import QuantityClass, Reading, StatKind, StreamSpec
+from edgeagent.windows import SensorWindows, StreamStats
+
+PM = StreamSpec("pm25", "ug/m3", QuantityClass.PARTICULATE)
+DB = StreamSpec("laeq", "dB", QuantityClass.NOISE, StatKind.ENERGETIC)
+PEOPLE = StreamSpec("people", "count", QuantityClass.PEOPLE_COUNT, StatKind.COUNTER)
+ALIGNED = 1_767_225_600.0  # 2026-01-01T00:00:00Z, a multiple of 60
+
+
+def feed(windows, clock, values, stream="pm25", step=1.0):
+    closed = []
+    for value in values:
+        closed += windows.add([Reading(stream, value, clock.monotonic())])
+        clock.advance(step)
+    return closed
+
+
+def test_linear_statistics_match_the_textbook():
+    stats = StreamStats(StatKind.LINEAR)
+    values = [3.0, 7.5, 8.0, 12.25, 0.0, 9.0]
+    for v in values:
+        stats.add(v)
+    result = stats.result()
+    assert result["mean"] == pytest.approx(statistics.fmean(values))
+    assert result["stddev"] == pytest.approx(statistics.stdev(values))
+    assert (result["min"], result["max"]) == (0.0, 12.25)
+
+
+def test_energetic_mean_is_the_energy_average_not_the_arithmetic_one():
+    stats = StreamStats(StatKind.ENERGETIC)
+    for v in (50.0, 60.0):
+        stats.add(v)
+    expected = 10 * math.log10((10**5 + 10**6) / 2)
+    assert stats.result()["mean"] == pytest.approx(expected)
+    assert stats.result()["mean"] > 57  # far above the arithmetic 55
+
+
+def test_counter_sums_and_empty_window_has_no_statistics():
+    stats = StreamStats(StatKind.COUNTER)
+    assert stats.result() == {}
+    for v in (1, 0, 4):
+        stats.add(v)
+    assert stats.result()["sum"] == 5
+
+
+def test_windows_are_aligned_to_whole_multiples_and_cut_on_monotonic_time():
+    clock = FakeClock(start_wall=ALIGNED)
+    windows = SensorWindows("s", [PM], 60, 1.0, clock)
+    closed = feed(windows, clock, [float(i) for i in range(125)])
+    assert len(closed) == 2
+    first, second = closed
+    assert (first.start, first.end) == (ALIGNED, ALIGNED + 60)
+    assert (second.start, second.end) == (ALIGNED + 60, ALIGNED + 120)
+    assert not first.partial and first.coverage == 1.0
+    assert first.stats["pm25"].n == 60
+    assert first.stats["pm25"].result()["mean"] == pytest.approx(statistics.fmean(range(60)))
+    assert first.clock is ClockQuality.SYNCED
+
+
+def test_first_window_after_start_is_partial_and_ends_on_the_boundary():
+    clock = FakeClock(start_wall=ALIGNED + 45)
+    windows = SensorWindows("s", [PM], 60, 1.0, clock)
+    closed = feed(windows, clock, [1.0] * 20)
+    assert len(closed) == 1
+    assert closed[0].partial
+    assert (closed[0].start, closed[0].end) == (ALIGNED + 45, ALIGNED + 60)
+    assert closed[0].stats["pm25"].n == 15
+    assert closed[0].coverage == pytest.approx(1.0)
+
+
+def test_wall_clock_step_does_not_stretch_the_window_but_realigns_the_next():
+    clock = FakeClock(start_wall=ALIGNED)
+    windows = SensorWindows("s", [PM], 60, 1.0, clock)
+    feed(windows, clock, [1.0] * 30)
+    clock.jump_wall(3600 + 17)  # NTP corrects the clock by an hour and a bit
+    closed = feed(windows, clock, [1.0] * 31)
+    assert len(closed) == 1 and closed[0].stats["pm25"].n == 60  # cut on monotonic time
+    closed = feed(windows, clock, [1.0] * 61)
+    realigned = closed[0]
+    assert realigned.partial and realigned.start == pytest.approx(ALIGNED + 60 + 3617)
+    assert realigned.end % 60 == 0
+
+
+def test_coverage_counts_missing_samples_and_errors_are_per_window():
+    clock = FakeClock(start_wall=ALIGNED)
+    windows = SensorWindows("s", [PM], 10, 1.0, clock)
+    for i in range(10):
+        if i % 2:
+            windows.count_error()
+        else:
+            windows.add([Reading("pm25", 1.0, clock.monotonic())])
+        clock.advance(1)
+    (closed,) = windows.close_due()
+    assert closed.coverage == pytest.approx(0.5)
+    assert closed.errors == 5
+
+
+def test_silent_sensor_still_gets_empty_windows_closed():
+    clock = FakeClock(start_wall=ALIGNED)
+    windows = SensorWindows("s", [PM, PEOPLE], 10, 1.0, clock)
+    windows.next_deadline  # opens the window
+    clock.advance(35)
+    closed = windows.close_due()
+    assert len(closed) == 3
+    assert all(w.stats["pm25"].n == 0 and w.coverage == 0 for w in closed)
+
+
+def test_clock_quality_is_the_worst_seen_during_the_window():
+    clock = FakeClock(start_wall=ALIGNED)
+    windows = SensorWindows("s", [PM], 10, 1.0, clock)
+    feed(windows, clock, [1.0] * 3)
+    clock.set_quality(ClockQuality.UNSYNCED)
+    feed(windows, clock, [1.0])
+    clock.set_quality(ClockQuality.SYNCED)
+    closed = feed(windows, clock, [1.0] * 7)
+    assert closed[0].clock is ClockQuality.UNSYNCED
+
+
+def test_close_partial_on_shutdown_carries_true_end_and_skips_empty():
+    clock = FakeClock(start_wall=ALIGNED)
+    windows = SensorWindows("s", [PM], 60, 1.0, clock)
+    feed(windows, clock, [2.0] * 12)
+    window = windows.close_partial()
+    assert window is not None and window.partial
+    assert window.end == pytest.approx(ALIGNED + 12)
+    assert windows.close_partial() is None
+
+
+def test_undeclared_stream_is_a_loud_error():
+    clock = FakeClock()
+    windows = SensorWindows("s", [PM], 60, 1.0, clock)
+    with pytest.raises(KeyError, match="undeclared stream 'pm10'"):
+        windows.add([Reading("pm10", 1.0, clock.monotonic())])
