@@ -1,5 +1,8 @@
-"""``edgeagent demo``: the agent on simulated sensors, a private mosquitto, and a subscriber
-that prints every message it receives and checks it against the contract's schemas."""
+"""``edgeagent demo``: simulated sensors, a private mosquitto and a printing subscriber.
+
+The subscriber shows every message a platform would receive and checks it against the
+contract's JSON Schemas.
+"""
 
 from __future__ import annotations
 
@@ -55,7 +58,9 @@ def summarize(kind: str, doc: Any) -> str:
     parts = []
     for name, value in doc["values"].items():
         if value.get("suppressed"):
-            parts.append(f"{name} suppressed (<{value['k']})")
+            why = (f"<{value['k']}" if value["suppressed_reason"] == "below_k"
+                   else "window too short")
+            parts.append(f"{name} suppressed ({why})")
         elif "mean" in value:
             parts.append(f"{name} {value['mean']:g} {value['unit']}")
         elif "sum" in value:

@@ -13,6 +13,7 @@ import json
 import logging
 import sqlite3
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ CREATE TABLE IF NOT EXISTS messages (
     payload BLOB NOT NULL, created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS sequences (stream TEXT PRIMARY KEY, last_seq INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 _SPILL_LIMIT = 1000  # messages kept in memory while the disk refuses writes
 
@@ -74,6 +76,8 @@ class Outbox:
         self._listeners: list[Callable[[], None]] = []
         self._spill: list[tuple[str, str, dict[str, Any]]] = []
         self._storage_error: str | None = None
+        #: Random id made with the outbox file: a new one means seq restarted from 0.
+        self.store_id = ""
 
     @classmethod
     async def open(cls, path: Path, max_bytes: int) -> Outbox:
@@ -96,6 +100,10 @@ class Outbox:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")  # a completed window survives power loss
             db.executescript(_SCHEMA)
+            db.execute("INSERT OR IGNORE INTO meta(name, value) VALUES ('store', ?)",
+                       (uuid.uuid4().hex,))
+            self.store_id = db.execute("SELECT value FROM meta WHERE name = 'store'"
+                                       ).fetchone()[0]
             self._bytes = db.execute(
                 "SELECT COALESCE(SUM(LENGTH(payload)), 0) FROM messages").fetchone()[0]
         except (sqlite3.Error, OSError) as exc:
@@ -140,8 +148,8 @@ class Outbox:
                 "INSERT INTO sequences(stream, last_seq) VALUES (?, 0) ON CONFLICT(stream) "
                 "DO UPDATE SET last_seq = last_seq + 1 RETURNING last_seq", (stream,),
             ).fetchone()[0]
-            payload = json.dumps({"seq": seq, **body}, separators=(",", ":"),
-                                 ensure_ascii=False).encode()
+            payload = json.dumps({"seq": seq, "store": self.store_id, **body},
+                                 separators=(",", ":"), ensure_ascii=False).encode()
             freed = self._make_room(db, len(payload))
             db.execute("INSERT INTO messages(stream, seq, topic, payload, created) "
                        "VALUES (?, ?, ?, ?, ?)", (stream, seq, topic, payload, time.time()))

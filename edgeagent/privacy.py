@@ -2,8 +2,10 @@
 
 Per quantity class the policy sets a minimum window, the statistics allowed to leave and, for
 counts, a k-threshold below which a value is *suppressed* (published as ``null`` with
-``suppressed: true``, never as 0). The gate turns a closed window into a :class:`Released`
-message; only the gate can make one, and the outbox accepts nothing else.
+``suppressed: true``, never as 0). A partial window (first after start, or closed early on
+shutdown) shorter than the class minimum is suppressed the same way, so no value ever
+describes a finer time slice than the policy allows. The gate turns a closed window into a
+:class:`Released` message; only the gate can make one, and the outbox accepts nothing else.
 """
 
 from __future__ import annotations
@@ -176,9 +178,15 @@ class PrivacyGate:
                     entry[stat] = _rounded(result[stat], spec.quantity)
             if k is not None and stats.n:
                 entry["k"] = k
-                entry["suppressed"] = result["sum"] < k
-                if entry["suppressed"]:
-                    entry.update({stat: None for stat in allowed})
+            reason = None
+            if stats.n and window.end - window.start + 1e-6 < policy.min_window:
+                reason = "short_window"  # a partial window must not be finer than the policy
+            elif k is not None and stats.n and result["sum"] < k:
+                reason = "below_k"
+            if k is not None or reason:
+                entry["suppressed"] = reason is not None
+            if reason:
+                entry.update({stat: None for stat in allowed}, suppressed_reason=reason)
             values[name] = entry
         body = {"gateway": self.gateway_id, "sensor": window.sensor_id, **meta,
                 "window": {"start": rfc3339(window.start), "end": rfc3339(window.end),

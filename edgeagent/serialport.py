@@ -71,11 +71,11 @@ class SerialTransport:
         ready = loop.create_future()
         loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
         try:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(ready, timeout)
+            await asyncio.wait({ready}, timeout=timeout)
         finally:
             loop.remove_reader(fd)
         if not ready.done():
+            ready.cancel()
             return b""
         waiting = port.in_waiting
         if not waiting:
@@ -99,7 +99,7 @@ class SerialTransport:
 
 
 def _plain(exc: BaseException) -> str:
-    """pyserial messages carry errno tuples; keep the readable part."""
+    """Pyserial messages carry errno tuples; keep the readable part."""
     text = str(exc)
     if "[Errno 2]" in text or "No such file" in text:
         return "no such device (is the sensor plugged in and the UART enabled?)"

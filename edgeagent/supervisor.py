@@ -73,6 +73,7 @@ class RunningSensor:
         self.frame_errors = 0
         self.last_error: str | None = None
         self._consecutive_frame_errors = 0
+        self._attempt = 0
 
     def health(self) -> dict[str, Any]:
         """Figures for the health message."""
@@ -81,14 +82,13 @@ class RunningSensor:
 
     async def run(self) -> None:
         """Supervise the driver until cancelled or failed."""
-        attempt = 0
         first = True
         while True:
             driver = self.driver_class(self.config, DriverContext(self.clock, self.log))
             try:
                 await driver.open()
                 first = False
-                attempt = await self._read_loop(driver, attempt)
+                await self._read_loop(driver)
             except asyncio.CancelledError:
                 raise
             except DriverError as exc:
@@ -111,11 +111,11 @@ class RunningSensor:
                                   f"repeated faults: {self.last_error}", sensor=self.config.id)
                 return
             self.restarts += 1
-            delay = backoff_delay(attempt, cap=60.0, rand=self._rand)
-            attempt += 1
+            delay = backoff_delay(self._attempt, cap=60.0, rand=self._rand)
+            self._attempt += 1
             await self.clock.sleep(delay)
 
-    async def _read_loop(self, driver: Driver, attempt: int) -> int:
+    async def _read_loop(self, driver: Driver) -> None:
         while True:
             try:
                 readings = await driver.read()
@@ -142,7 +142,7 @@ class RunningSensor:
                     self.log.info("sensor %s recovered", self.config.id)
                     await self._event("sensor_recovered", f"sensor {self.config.id} delivers "
                                       "data again", sensor=self.config.id)
-                attempt = 0
+                self._attempt = 0  # backoff starts small again after a good reading
             await self.release(self.windows.add(readings))
 
     async def _fault(self, message: str) -> None:
@@ -223,7 +223,7 @@ class Agent:
         except OSError:
             free = 0
         return {"gateway": self.config.gateway.id, "time": rfc3339(self.clock.time()),
-                "version": __version__,
+                "version": __version__, "interval_s": self.config.health.interval,
                 "uptime_s": round(self.clock.monotonic() - self._started_mono, 1),
                 "clock": self.clock.quality().value,
                 "outbox": {"depth": stats.depth, "bytes": stats.bytes,

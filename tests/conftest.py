@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from paho.mqtt import client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.properties import Properties
 from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from edgeagent import contract
 from edgeagent.broker import Mosquitto, find_mosquitto

@@ -126,7 +126,8 @@ def test_mac_address_as_gateway_id_is_refused(tmp_path):
 def test_password_from_file_and_env_is_never_in_the_config_dump(tmp_path, monkeypatch):
     secret = tmp_path / "mqtt.pass"
     secret.write_text("s3cret-value\n")
-    base = {"gateway": {"id": "gw"}, "sensors": [{"id": "s", "driver": "simulated", "quantities": ["pm"]}]}
+    base = {"gateway": {"id": "gw"},
+            "sensors": [{"id": "s", "driver": "simulated", "quantities": ["pm"]}]}
     config = validate_config({**base, "mqtt": {"host": "h", "username": "u",
                                                "password_file": str(secret)}})
     assert resolve_password(config.mqtt) == "s3cret-value"

@@ -107,3 +107,23 @@ def test_event_details_keep_scalars_only():
     event = gate.release_event("sensor_fault", "x", time=0.0, clock="synced",
                                details={"port": "/dev/ttyS0", "frame": [1, 2, 3]})  # type: ignore[dict-item]
     assert event.body["details"] == {"port": "/dev/ttyS0"}
+
+
+def test_partial_window_shorter_than_the_minimum_is_suppressed_for_every_stream():
+    clock = FakeClock(start_wall=1_767_225_600.0 + 250)  # starts 50 s before a boundary
+    windows = SensorWindows("s", [PM, PEOPLE], 300, 1.0, clock)
+    closed = []
+    for _ in range(60):
+        closed += windows.add([Reading("pm25", 8.0, clock.monotonic()),
+                               Reading("people", 3.0, clock.monotonic())])
+        clock.advance(1)
+    (first,) = closed
+    assert first.partial and first.end - first.start == 50
+    privacy = PrivacyConfig(preset="strict")
+    values = PrivacyGate(privacy, "gw").release_window(first, META).body["values"]
+    for name in ("pm25", "people"):
+        assert values[name]["suppressed"] is True
+        assert values[name]["suppressed_reason"] == "short_window"
+    assert values["people"]["sum"] is None  # 150 people, but in a 50 s slice: withheld
+    assert all(values["pm25"][s] is None for s in ("mean", "min", "max", "stddev"))
+    assert values["pm25"]["n"] == 50

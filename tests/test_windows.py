@@ -104,7 +104,7 @@ def test_coverage_counts_missing_samples_and_errors_are_per_window():
 def test_silent_sensor_still_gets_empty_windows_closed():
     clock = FakeClock(start_wall=ALIGNED)
     windows = SensorWindows("s", [PM, PEOPLE], 10, 1.0, clock)
-    windows.next_deadline  # opens the window
+    assert windows.next_deadline == clock.monotonic() + 10  # opens the window
     clock.advance(35)
     closed = windows.close_due()
     assert len(closed) == 3

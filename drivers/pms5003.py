@@ -1,0 +1,289 @@
+"""Plantower PMS5003 / PMS7003 laser particle counter on a UART.
+
+Chip: Plantower PMS5003; PMS7003, PMS1003 and PMSA003 send the same 32-byte frame.
+Bus: UART, 9600 baud 8N1, 3.3 V logic, 5 V supply. Values are u16 big-endian.
+Units: PM1.0 / PM2.5 / PM10 in µg/m³ (integers, no scaling); particle counts > 0.3 … > 10 µm
+arrive per 0.1 L and are published per cm³ (÷ 100).
+Datasheet: Plantower PMS5003 data manual (LOGOELE English translation), frame table and the
+five commands E1/E2/E4; see docs/drivers/pms5003.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import struct
+from collections import deque
+from dataclasses import astuple, dataclass
+from enum import Enum
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BeforeValidator, Field, PlainSerializer
+
+from edgeagent.driver import (
+    Driver,
+    DriverContext,
+    DriverError,
+    FrameError,
+    QuantityClass,
+    Reading,
+    SensorConfig,
+    StatKind,
+    StreamSpec,
+)
+from edgeagent.serialport import SerialTransport
+from edgeagent.units import Duration, format_duration, parse_duration
+
+FRAME_START = b"\x42\x4d"  # "BM"
+DATA_LENGTH = 28  # length field of a data frame: 13 values + checksum
+ACK_LENGTH = 4  # length field of the 8-byte command acknowledgement
+CMD_MODE = 0xE1
+CMD_READ = 0xE2
+CMD_SLEEP = 0xE4
+MODE_PASSIVE = 0x0000
+MODE_ACTIVE = 0x0001
+POWER_SLEEP = 0x0000
+POWER_WAKE = 0x0001
+STALL_TIMEOUT = 0.5  # s of silence after which a partial frame is given up (ESPHome)
+PENDING_MAX = 8
+COUNT_STREAMS = {"n0_3": "0.3", "n0_5": "0.5", "n1_0": "1.0", "n2_5": "2.5", "n5_0": "5.0",
+                 "n10": "10"}
+BASIS_LABELS = {"atmospheric": "atmospheric environment", "cf1": "CF=1 (standard particle)"}
+
+
+def sum16(data: bytes) -> bytes:
+    """Return the PMS checksum: byte sum mod 65 536, big-endian."""
+    return (sum(data) & 0xFFFF).to_bytes(2, "big")
+
+
+def pms_command(cmd: int, data: int = 0) -> bytes:
+    """Build a 7-byte host command: ``42 4D CMD DATAH DATAL CHKH CHKL``."""
+    head = FRAME_START + bytes([cmd]) + data.to_bytes(2, "big")
+    return head + sum16(head)
+
+
+def _duration_or_zero(value: object) -> float:
+    # units.Duration rejects 0, but "no warm-up" is a real choice (sensor kept awake, tests)
+    if not isinstance(value, bool) and value in (0, "0", "0s"):
+        return 0.0
+    return parse_duration(value)
+
+
+WarmupDuration = Annotated[float, BeforeValidator(_duration_or_zero),
+                           PlainSerializer(format_duration)]
+
+
+class Pms5003Config(SensorConfig):
+    """A PMS5003 sensor entry."""
+
+    driver: Literal["pms5003"]
+    port: str = Field(description="Serial device, e.g. /dev/serial0")
+    baudrate: Literal[9600] = Field(9600, description="Fixed by the sensor")
+    mode: Literal["passive", "active"] = Field("passive", description="Polled or streaming")
+    basis: Literal["atmospheric", "cf1"] = Field("atmospheric", description="PM values published")
+    number_concentration: bool = Field(False, description="Also publish particles per cm³")
+    warmup: WarmupDuration = Field(30.0, description="Readings discarded after open/wake")
+    read_timeout: Duration = Field(5.0, description="No valid frame this long is an error")
+
+
+@dataclass(frozen=True, slots=True)
+class Pms5003Frame:
+    """The 13 values of one data frame, as sent (counts per 0.1 L)."""
+
+    pm1_cf1: int
+    pm25_cf1: int
+    pm10_cf1: int
+    pm1_atm: int
+    pm25_atm: int
+    pm10_atm: int
+    n0_3: int
+    n0_5: int
+    n1_0: int
+    n2_5: int
+    n5_0: int
+    n10: int
+    reserved: int
+
+
+class _Step(Enum):
+    MORE = "more"
+    NOISE = "noise"
+    ACK = "ack"
+
+
+class Pms5003Parser:
+    """Finds frames in a byte stream that has neither gaps nor alignment."""
+
+    def __init__(self) -> None:
+        self._frame = bytearray()
+        self._last_byte_at = 0.0
+
+    def feed(self, data: bytes, now: float) -> list[Pms5003Frame | FrameError]:
+        """Consume ``data`` received at monotonic time ``now``; return frames and bad frames."""
+        out: list[Pms5003Frame | FrameError] = []
+        if self._frame and now - self._last_byte_at > STALL_TIMEOUT:
+            out.append(FrameError(f"partial frame dropped: {len(self._frame)} bytes, then "
+                                  f"more than {STALL_TIMEOUT:g} s of silence"))
+            self._frame.clear()
+        if data:
+            self._last_byte_at = now
+        stream, i = bytearray(data), 0
+        while i < len(stream):
+            self._frame.append(stream[i])
+            i += 1
+            step = self._step()
+            if step is _Step.MORE:
+                continue
+            if isinstance(step, Pms5003Frame):
+                out.append(_plausible(step))
+            elif isinstance(step, FrameError):
+                out.append(step)
+            if step is _Step.NOISE or isinstance(step, FrameError):
+                # a real frame may start anywhere after the first rejected byte
+                stream, i = self._frame[1:] + stream[i:], 0
+            self._frame.clear()
+        return out
+
+    def _step(self) -> Pms5003Frame | FrameError | _Step:
+        frame, n = self._frame, len(self._frame)
+        if n <= len(FRAME_START):
+            return _Step.MORE if frame[n - 1] == FRAME_START[n - 1] else _Step.NOISE
+        if n < 4:
+            return _Step.MORE
+        length = int.from_bytes(frame[2:4], "big")
+        if length not in (DATA_LENGTH, ACK_LENGTH):
+            return FrameError(f"bad frame length {length} "
+                              f"(expected {DATA_LENGTH} for data or {ACK_LENGTH} for an ack)")
+        if n < 4 + length:
+            return _Step.MORE
+        if sum16(frame[:-2]) != frame[-2:]:
+            return FrameError(f"bad checksum: frame says {frame[-2:].hex().upper()}, "
+                              f"bytes sum to {sum16(frame[:-2]).hex().upper()}")
+        if length == ACK_LENGTH:
+            return _Step.ACK  # acks only confirm a command; their payload is undocumented
+        return Pms5003Frame(*struct.unpack(">13H", frame[4:30]))
+
+
+def _plausible(frame: Pms5003Frame) -> Pms5003Frame | FrameError:
+    # known bad sensor output, rejected by PyPMS: PM10 mass without a single counted particle
+    pm10 = max(frame.pm10_cf1, frame.pm10_atm)
+    if pm10 > 0 and not any(astuple(frame)[6:12]):
+        return FrameError(f"implausible frame: PM10 {pm10} µg/m³ but all particle counts are 0")
+    return frame
+
+
+def frame_values(frame: Pms5003Frame, config: Pms5003Config) -> dict[str, float]:
+    """Return the stream values of a frame under ``config`` (basis, number concentration)."""
+    if config.basis == "cf1":
+        mass = (frame.pm1_cf1, frame.pm25_cf1, frame.pm10_cf1)
+    else:
+        mass = (frame.pm1_atm, frame.pm25_atm, frame.pm10_atm)
+    values = {name: float(v) for name, v in zip(("pm1", "pm25", "pm10"), mass, strict=True)}
+    if config.number_concentration:
+        # counts are per 0.1 L = 100 cm³
+        values.update({name: getattr(frame, name) / 100 for name in COUNT_STREAMS})
+    return values
+
+
+class Pms5003(Driver):
+    """Plantower PMS5003 driver, polled (passive) or streaming (active)."""
+
+    Config = Pms5003Config
+    model: ClassVar[str] = "Plantower PMS5003"
+    sample_config: ClassVar[dict[str, Any]] = {
+        "id": "pm-north", "driver": "pms5003", "port": "/dev/serial0"}
+
+    def __init__(self, config: Pms5003Config, context: DriverContext) -> None:
+        super().__init__(config, context)
+        self.config: Pms5003Config = config
+        self._transport: SerialTransport | None = None
+        self._parser = Pms5003Parser()
+        self._pending: deque[tuple[float, Pms5003Frame | FrameError]] = deque(maxlen=PENDING_MAX)
+        self._awake_since = 0.0
+
+    @classmethod
+    def streams(cls, config: Pms5003Config) -> list[StreamSpec]:
+        """PM1, PM2.5 and PM10 mass, plus number concentrations if enabled."""
+        basis = BASIS_LABELS[config.basis]
+        specs = [StreamSpec(name, "ug/m3", QuantityClass.PARTICULATE, StatKind.LINEAR,
+                            f"{label} mass concentration, {basis}")
+                 for name, label in (("pm1", "PM1.0"), ("pm25", "PM2.5"), ("pm10", "PM10"))]
+        if config.number_concentration:
+            specs += [StreamSpec(name, "/cm3", QuantityClass.PARTICULATE, StatKind.LINEAR,
+                                 f"particles > {size} µm per cm³")
+                      for name, size in COUNT_STREAMS.items()]
+        return specs
+
+    def describe(self) -> dict[str, Any]:
+        """Return the settings plus a plain label of the published PM basis."""
+        return {**super().describe(), "pm_basis": BASIS_LABELS[self.config.basis]}
+
+    async def open(self) -> None:
+        """Open the port, wake the sensor and (re)send the mode, lost on every power cycle."""
+        transport = SerialTransport(self.config.port, self.config.baudrate)
+        await transport.open()
+        self._transport = transport
+        self._parser = Pms5003Parser()
+        self._pending.clear()
+        try:
+            await self.wake()
+        except DriverError:
+            await self.close()
+            raise
+
+    async def wake(self) -> None:
+        """Leave standby, set the mode and restart the warm-up period."""
+        transport = self._require_open()
+        await transport.write(pms_command(CMD_SLEEP, POWER_WAKE))
+        mode = MODE_PASSIVE if self.config.mode == "passive" else MODE_ACTIVE
+        await transport.write(pms_command(CMD_MODE, mode))
+        self._awake_since = self.context.clock.monotonic()
+
+    async def sleep(self) -> None:
+        """Put the sensor in standby (fan and laser off)."""
+        await self._require_open().write(pms_command(CMD_SLEEP, POWER_SLEEP))
+
+    async def read(self) -> list[Reading] | None:
+        """Return the next frame's readings; None in warm-up; raise FrameError for a bad frame."""
+        transport = self._require_open()
+        if not self._pending:
+            if self.config.mode == "passive":
+                await transport.write(pms_command(CMD_READ))
+            await self._receive(transport)
+        t, item = self._pending.popleft()
+        if isinstance(item, FrameError):
+            raise item
+        if t - self._awake_since < self.config.warmup:
+            return None
+        return [Reading(name, value, t) for name, value in frame_values(item, self.config).items()]
+
+    async def _receive(self, transport: SerialTransport) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.read_timeout
+        while not self._pending:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise DriverError(f"no data from PMS5003 on {self.config.port} for "
+                                  f"{format_duration(self.config.read_timeout)} "
+                                  "(check wiring TX/RX and 5 V supply)")
+            try:
+                # own deadline: SerialTransport.read_some reports its timeout as "disappeared"
+                data = await asyncio.wait_for(transport.read_some(remaining + 1.0), remaining)
+            except TimeoutError:
+                data = b""
+            now = self.context.clock.monotonic()
+            self._pending.extend((now, item) for item in self._parser.feed(data, now))
+
+    async def close(self) -> None:
+        """Put the sensor to sleep (best effort) and release the port; idempotent."""
+        transport, self._transport = self._transport, None
+        if transport is None:
+            return
+        with contextlib.suppress(DriverError):
+            await transport.write(pms_command(CMD_SLEEP, POWER_SLEEP))
+        await transport.close()
+
+    def _require_open(self) -> SerialTransport:
+        if self._transport is None:
+            raise DriverError(f"PMS5003 on {self.config.port} is not open")
+        return self._transport

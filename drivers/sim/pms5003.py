@@ -1,0 +1,202 @@
+"""PMS5003 wire-protocol simulator, byte for byte, with fault injection and a pty front end."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import random
+import struct
+import tty
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+from edgeagent.clock import Clock
+from edgeagent.driver import DriverContext
+from edgeagent.drivers.pms5003 import (
+    ACK_LENGTH,
+    CMD_MODE,
+    CMD_READ,
+    CMD_SLEEP,
+    DATA_LENGTH,
+    FRAME_START,
+    MODE_ACTIVE,
+    MODE_PASSIVE,
+    POWER_SLEEP,
+    POWER_WAKE,
+    Pms5003,
+    Pms5003Config,
+    sum16,
+)
+
+COMMAND_SIZE = 7
+ACTIVE_CADENCE = 2.3  # s between frames in the "stable" active cadence (datasheet)
+
+
+class Pms5003Simulator:
+    """The sensor side of the protocol: answers host commands, produces frames and faults."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self.mode: Literal["active", "passive"] = "active"  # power-up default
+        self.sleeping = False
+        self.values: dict[str, Any] | None = None  # None: seeded random walk
+        self._rng = random.Random(seed)
+        self._pm25 = 8.0
+        self._rx = bytearray()
+
+    @staticmethod
+    def encode_frame(pm_cf1: tuple[int, int, int], pm_atm: tuple[int, int, int],
+                     counts: tuple[int, ...], reserved: int = 0x9700) -> bytes:
+        """Build a 32-byte data frame with a correct checksum."""
+        body = FRAME_START + DATA_LENGTH.to_bytes(2, "big")
+        body += struct.pack(">13H", *pm_cf1, *pm_atm, *counts, reserved)
+        return body + sum16(body)
+
+    @staticmethod
+    def ack(cmd: int, data: int) -> bytes:
+        """Build the 8-byte acknowledgement ``42 4D 00 04 <cmd> <data> <sum16>``."""
+        body = FRAME_START + ACK_LENGTH.to_bytes(2, "big") + bytes([cmd, data & 0xFF])
+        return body + sum16(body)
+
+    def set_values(self, pm_cf1: tuple[int, int, int], pm_atm: tuple[int, int, int],
+                   counts: tuple[int, ...], reserved: int = 0x9700) -> None:
+        """Send these values in every following frame instead of the random walk."""
+        self.values = {"pm_cf1": pm_cf1, "pm_atm": pm_atm, "counts": counts,
+                       "reserved": reserved}
+
+    def next_frame(self) -> bytes:
+        """Encode the next frame from the fixed values or one step of the random walk."""
+        return self.encode_frame(**(self.values or self._walk()))
+
+    def _walk(self) -> dict[str, Any]:
+        self._pm25 = min(300.0, max(1.0, self._pm25 * math.exp(self._rng.gauss(0.0, 0.05))))
+        pm25 = self._pm25
+        cf1 = (round(pm25 * 0.7), round(pm25), round(pm25 * 1.25))
+        # CF=1 and atmospheric agree at low concentrations and diverge above ~30 µg/m³
+        atm = tuple(v if v <= 30 else round(30 + (v - 30) * 0.67) for v in cf1)
+        counts = tuple(round(pm25 * k) for k in (25, 7.5, 1.5, 0.2, 0.03, 0.01))
+        return {"pm_cf1": cf1, "pm_atm": atm, "counts": counts}
+
+    def active_frame(self) -> bytes | None:
+        """Return the next frame an active-mode sensor sends, or None if asleep or passive."""
+        if self.sleeping or self.mode != "active":
+            return None
+        return self.next_frame()
+
+    def power_cycle(self) -> None:
+        """Cut and restore power: back to active mode and awake, passive mode forgotten."""
+        self.mode, self.sleeping = "active", False
+        self._rx.clear()
+
+    def handle(self, rx: bytes) -> bytes:
+        """Consume bytes from the host; return what the sensor answers."""
+        self._rx += rx
+        out = bytearray()
+        while True:
+            start = self._rx.find(FRAME_START)
+            if start < 0:
+                # a trailing 0x42 may be the first half of the next command's header
+                keep = 1 if self._rx.endswith(FRAME_START[:1]) else 0
+                del self._rx[: len(self._rx) - keep]
+                return bytes(out)
+            del self._rx[:start]
+            if len(self._rx) < COMMAND_SIZE:
+                return bytes(out)
+            command = bytes(self._rx[:COMMAND_SIZE])
+            if sum16(command[:5]) != command[5:]:
+                del self._rx[:1]  # the sensor ignores it; look for the next header
+                continue
+            del self._rx[:COMMAND_SIZE]
+            out += self._execute(command[2], int.from_bytes(command[3:5], "big"))
+
+    def _execute(self, cmd: int, data: int) -> bytes:
+        if self.sleeping:
+            if (cmd, data) == (CMD_SLEEP, POWER_WAKE):
+                self.sleeping = False
+            return b""  # in standby only the wake command is heard
+        if cmd == CMD_MODE and data in (MODE_PASSIVE, MODE_ACTIVE):
+            self.mode = "active" if data == MODE_ACTIVE else "passive"
+            return self.ack(cmd, data)
+        if (cmd, data) == (CMD_SLEEP, POWER_SLEEP):
+            self.sleeping = True
+            return self.ack(cmd, data)
+        if cmd == CMD_READ and self.mode == "passive":
+            return self.next_frame()
+        return b""
+
+    @staticmethod
+    def corrupt(frame: bytes) -> bytes:
+        """Return ``frame`` with its last checksum byte flipped."""
+        return frame[:-1] + bytes([frame[-1] ^ 0xFF])
+
+    @staticmethod
+    def garbage(n: int, rng: random.Random) -> bytes:
+        """Return ``n`` random bytes (they may well contain ``42 4D``)."""
+        return bytes(rng.randrange(256) for _ in range(n))
+
+    @staticmethod
+    def partial(frame: bytes, k: int) -> bytes:
+        """Return the first ``k`` bytes of ``frame``, as when the tail is lost."""
+        return frame[:k]
+
+
+class PtyPms5003:
+    """A simulated sensor behind a pseudo-terminal; the driver opens :attr:`port`."""
+
+    def __init__(self, sim: Pms5003Simulator | None = None) -> None:
+        self.sim = sim or Pms5003Simulator()
+        self.received = bytearray()  # everything the driver wrote, for byte-exact checks
+        self._master, self._slave = os.openpty()
+        tty.setraw(self._master)
+        self.port = os.ttyname(self._slave)
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def start(self) -> None:
+        """Answer commands on the running event loop."""
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self._master, self._on_readable)
+
+    def _on_readable(self) -> None:
+        data = os.read(self._master, 1024)
+        self.received += data
+        reply = self.sim.handle(data)
+        if reply:
+            self.emit(reply)
+
+    def emit(self, data: bytes) -> None:
+        """Write raw bytes to the driver side (frames, garbage, faults)."""
+        os.write(self._master, data)
+
+    async def run_active(self, clock: Clock, cadence: float = ACTIVE_CADENCE) -> None:
+        """Send active-mode frames at ``cadence`` until cancelled."""
+        while True:
+            frame = self.sim.active_frame()
+            if frame:
+                self.emit(frame)
+            await clock.sleep(cadence)
+
+    def close(self) -> None:
+        """Stop answering and close both ends of the pty; idempotent."""
+        if self._loop is not None:
+            self._loop.remove_reader(self._master)
+            self._loop = None
+        for fd in (self._master, self._slave):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._master = self._slave = -1
+
+    async def __aenter__(self) -> PtyPms5003:
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+
+@contextlib.asynccontextmanager
+async def conformance_driver(clock: Clock) -> AsyncIterator[Pms5003]:
+    """Yield a driver wired to this simulator (passive mode, warmup 0), not yet opened."""
+    async with PtyPms5003(Pms5003Simulator(seed=1)) as sim:
+        config = Pms5003Config(id="pms-conf", driver="pms5003", port=sim.port, warmup=0)
+        yield Pms5003(config, DriverContext(clock=clock))

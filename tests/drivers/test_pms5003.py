@@ -1,0 +1,456 @@
+"""PMS5003: byte-exact protocol, parser faults, simulator, and the driver through a real pty."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable
+
+import pytest
+from pydantic import ValidationError
+
+from edgeagent.clock import FakeClock
+from edgeagent.driver import DriverContext, DriverError, FrameError, QuantityClass, StatKind
+from edgeagent.drivers.pms5003 import (
+    CMD_MODE,
+    CMD_READ,
+    CMD_SLEEP,
+    Pms5003,
+    Pms5003Config,
+    Pms5003Frame,
+    Pms5003Parser,
+    frame_values,
+    pms_command,
+)
+from edgeagent.drivers.sim.pms5003 import Pms5003Simulator, PtyPms5003, conformance_driver
+
+# real capture, sensors.md §2.2
+GOLDEN = bytes.fromhex("42 4D 00 1C 00 00 00 08 00 08 00 00 00 08 00 08 "
+                       "00 D2 00 46 00 2D 00 1E 00 00 00 00 97 00 02 C5")
+GOLDEN_FRAME = Pms5003Frame(0, 8, 8, 0, 8, 8, 210, 70, 45, 30, 0, 0, 0x9700)
+PASSIVE = bytes.fromhex("42 4D E1 00 00 01 70")
+ACTIVE = bytes.fromhex("42 4D E1 00 01 01 71")
+READ = bytes.fromhex("42 4D E2 00 00 01 71")
+SLEEP = bytes.fromhex("42 4D E4 00 00 01 73")
+WAKE = bytes.fromhex("42 4D E4 00 01 01 74")
+PASSIVE_ACK = bytes.fromhex("42 4D 00 04 E1 00 01 74")
+
+# a high-concentration frame where CF=1 and atmospheric differ
+HIGH = dict(pm_cf1=(40, 61, 75), pm_atm=(33, 50, 60), counts=(6000, 1800, 350, 45, 7, 3))
+HIGH_FRAME = Pms5003Simulator.encode_frame(**HIGH)
+
+
+def errors(items: list) -> list[str]:
+    return [str(item) for item in items if isinstance(item, FrameError)]
+
+
+def frames(items: list) -> list[Pms5003Frame]:
+    return [item for item in items if isinstance(item, Pms5003Frame)]
+
+
+# --- byte-exact protocol ---------------------------------------------------------------------
+
+def test_golden_capture_decodes_to_the_documented_values():
+    assert Pms5003Parser().feed(GOLDEN, 0.0) == [GOLDEN_FRAME]
+
+
+@pytest.mark.parametrize(("cmd", "data", "wire"), [
+    (CMD_MODE, 0, PASSIVE), (CMD_MODE, 1, ACTIVE), (CMD_READ, 0, READ),
+    (CMD_SLEEP, 0, SLEEP), (CMD_SLEEP, 1, WAKE)])
+def test_commands_are_byte_exact(cmd, data, wire):
+    assert pms_command(cmd, data) == wire
+
+
+def test_simulator_encodes_the_golden_capture():
+    assert Pms5003Simulator.encode_frame((0, 8, 8), (0, 8, 8), (210, 70, 45, 30, 0, 0)) == GOLDEN
+
+
+# --- parser faults ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("cut", range(1, len(GOLDEN)))
+def test_frame_split_at_every_position(cut):
+    parser = Pms5003Parser()
+    assert parser.feed(GOLDEN[:cut], 0.0) == []
+    assert parser.feed(GOLDEN[cut:], 0.1) == [GOLDEN_FRAME]
+
+
+def test_frame_fed_byte_by_byte():
+    parser = Pms5003Parser()
+    out = [item for byte in GOLDEN for item in parser.feed(bytes([byte]), 0.0)]
+    assert out == [GOLDEN_FRAME]
+
+
+def test_back_to_back_frames_and_an_ack_between():
+    out = Pms5003Parser().feed(GOLDEN + PASSIVE_ACK + HIGH_FRAME + GOLDEN, 0.0)
+    assert out == [GOLDEN_FRAME, Pms5003Parser().feed(HIGH_FRAME, 0)[0], GOLDEN_FRAME]
+
+
+def test_leading_garbage_is_skipped_silently():
+    assert Pms5003Parser().feed(b"\x00\xff\x13\x42\x42\x10" + GOLDEN, 0.0) == [GOLDEN_FRAME]
+
+
+def test_garbage_containing_a_header_costs_an_error_not_the_frame():
+    out = Pms5003Parser().feed(b"\x42\x4d\x42\x4d" + GOLDEN, 0.0)
+    assert frames(out) == [GOLDEN_FRAME]
+    assert errors(out) and all("length" in e for e in errors(out))
+
+
+def test_frame_starting_inside_a_rejected_frame_is_recovered():
+    # a fake header claims 28 bytes and swallows the real frame's start
+    out = Pms5003Parser().feed(b"\x42\x4d\x00\x1c" + GOLDEN, 0.0)
+    assert len(errors(out)) == 1 and "checksum" in errors(out)[0]
+    assert out[-1] == GOLDEN_FRAME
+
+
+def test_bad_checksum_is_reported_and_the_next_frame_is_fine():
+    parser = Pms5003Parser()
+    out = parser.feed(Pms5003Simulator.corrupt(GOLDEN), 0.0)
+    assert len(out) == 1 and "bad checksum" in str(out[0])
+    assert parser.feed(GOLDEN, 0.1) == [GOLDEN_FRAME]
+
+
+def test_bad_length_is_rejected_as_soon_as_the_length_field_is_complete():
+    parser = Pms5003Parser()
+    assert parser.feed(b"\x42\x4d\x00", 0.0) == []
+    out = parser.feed(b"\x1d", 0.0)
+    assert len(out) == 1 and "bad frame length 29" in str(out[0])
+    assert parser.feed(GOLDEN, 0.0) == [GOLDEN_FRAME]
+
+
+def test_truncated_frame_followed_by_a_good_frame():
+    out = Pms5003Parser().feed(Pms5003Simulator.partial(GOLDEN, 20) + GOLDEN, 0.0)
+    assert len(errors(out)) == 1
+    assert out[-1] == GOLDEN_FRAME
+
+
+def test_stall_mid_frame_drops_the_partial_frame():
+    parser = Pms5003Parser()
+    assert parser.feed(GOLDEN[:10], 10.0) == []
+    out = parser.feed(GOLDEN[10:], 10.6)
+    assert len(out) == 1 and "partial frame" in str(out[0])
+    assert parser.feed(GOLDEN, 10.7) == [GOLDEN_FRAME]
+
+
+def test_short_pause_mid_frame_is_tolerated():
+    parser = Pms5003Parser()
+    parser.feed(GOLDEN[:10], 10.0)
+    assert parser.feed(GOLDEN[10:], 10.45) == [GOLDEN_FRAME]
+
+
+def test_stall_is_noticed_without_new_bytes():
+    parser = Pms5003Parser()
+    parser.feed(GOLDEN[:10], 10.0)
+    assert parser.feed(b"", 10.2) == []
+    out = parser.feed(b"", 10.6)
+    assert len(out) == 1 and "partial frame" in str(out[0])
+    assert parser.feed(b"", 11.0) == []
+
+
+def test_all_zero_counts_with_pm10_is_implausible():
+    bad = Pms5003Simulator.encode_frame((0, 0, 3), (0, 0, 3), (0, 0, 0, 0, 0, 0))
+    out = Pms5003Parser().feed(bad + GOLDEN, 0.0)
+    assert "implausible" in str(out[0]) and out[1:] == [GOLDEN_FRAME]
+
+
+def test_clean_air_with_all_zeros_is_plausible():
+    clean = Pms5003Simulator.encode_frame((0, 0, 0), (0, 0, 0), (0, 0, 0, 0, 0, 0))
+    assert frames(Pms5003Parser().feed(clean, 0.0))
+
+
+def test_random_bytes_never_raise_and_the_parser_resynchronises():
+    rng = random.Random(5003)
+    parser = Pms5003Parser()
+    now = 0.0
+    for _ in range(2000):
+        # bias towards header bytes so deep parser states are reached
+        chunk = bytes(rng.choice((0x42, 0x4D, 0x00, 0x1C, 0x04, rng.randrange(256)))
+                      for _ in range(rng.randrange(1, 40)))
+        now += rng.choice((0.01, 0.1, 0.6))
+        for item in parser.feed(chunk, now):
+            assert isinstance(item, Pms5003Frame | FrameError)
+    assert parser.feed(GOLDEN, now)[-1] == GOLDEN_FRAME
+
+
+# --- simulator -------------------------------------------------------------------------------
+
+def test_simulator_acks_mode_and_answers_read_only_in_passive_mode():
+    sim = Pms5003Simulator()
+    sim.set_values(**HIGH)
+    assert sim.mode == "active"
+    assert sim.handle(READ) == b""
+    assert sim.handle(PASSIVE) == PASSIVE_ACK
+    assert sim.mode == "passive" and sim.active_frame() is None
+    assert sim.handle(READ) == HIGH_FRAME
+    assert sim.handle(ACTIVE) == bytes.fromhex("42 4D 00 04 E1 01 01 75")
+    assert sim.active_frame() == HIGH_FRAME
+
+
+def test_simulator_sleep_silences_and_wake_resumes():
+    sim = Pms5003Simulator()
+    sim.handle(PASSIVE)
+    assert sim.handle(SLEEP) == bytes.fromhex("42 4D 00 04 E4 00 01 77")
+    assert sim.handle(READ + ACTIVE + SLEEP) == b""
+    assert sim.mode == "passive" and sim.sleeping
+    assert sim.handle(WAKE) == b""
+    assert not sim.sleeping
+    assert len(sim.handle(READ)) == 32
+
+
+def test_simulator_ignores_a_command_with_bad_checksum():
+    sim = Pms5003Simulator()
+    assert sim.handle(PASSIVE[:-1] + b"\x00") == b""
+    assert sim.mode == "active"
+    assert sim.handle(b"\x42" + PASSIVE[:3]) == b""  # stray 0x42, then a split command
+    assert sim.handle(PASSIVE[3:]) == PASSIVE_ACK
+
+
+def test_simulator_power_cycle_forgets_passive_mode():
+    sim = Pms5003Simulator()
+    sim.handle(PASSIVE)
+    sim.power_cycle()
+    assert sim.mode == "active" and sim.active_frame() is not None
+
+
+def test_random_walk_is_seeded_and_plausible():
+    a, b = Pms5003Simulator(seed=3), Pms5003Simulator(seed=3)
+    stream = b"".join(a.next_frame() for _ in range(200))
+    assert stream == b"".join(b.next_frame() for _ in range(200))
+    out = Pms5003Parser().feed(stream, 0.0)
+    assert len(frames(out)) == 200
+    assert all(0 < f.pm25_cf1 <= 300 and f.pm25_atm <= f.pm25_cf1 for f in frames(out))
+
+
+def test_fault_helpers():
+    corrupted = Pms5003Simulator.corrupt(GOLDEN)
+    assert corrupted[:-1] == GOLDEN[:-1] and corrupted[-1] != GOLDEN[-1]
+    assert Pms5003Simulator.partial(GOLDEN, 5) == GOLDEN[:5]
+    assert len(Pms5003Simulator.garbage(50, random.Random(1))) == 50
+
+
+# --- config, streams, values -----------------------------------------------------------------
+
+def config(**overrides) -> Pms5003Config:
+    return Pms5003Config(**{**Pms5003.sample_config, **overrides})
+
+
+def test_sample_config_and_defaults():
+    cfg = config()
+    assert (cfg.baudrate, cfg.mode, cfg.basis, cfg.warmup, cfg.read_timeout) == (
+        9600, "passive", "atmospheric", 30.0, 5.0)
+    assert config(warmup="0s").warmup == 0.0 and config(warmup="1min").warmup == 60.0
+    with pytest.raises(ValidationError, match="9600"):
+        config(baudrate=115200)
+    with pytest.raises(ValidationError):
+        config(port=None)
+
+
+def test_streams_and_describe():
+    names = [s.name for s in Pms5003.streams(config())]
+    assert names == ["pm1", "pm25", "pm10"]
+    specs = Pms5003.streams(config(number_concentration=True))
+    assert [s.name for s in specs[3:]] == ["n0_3", "n0_5", "n1_0", "n2_5", "n5_0", "n10"]
+    assert {s.unit for s in specs[:3]} == {"ug/m3"} and {s.unit for s in specs[3:]} == {"/cm3"}
+    assert {(s.quantity, s.kind) for s in specs} == {(QuantityClass.PARTICULATE, StatKind.LINEAR)}
+    described = Pms5003(config(basis="cf1"), DriverContext(clock=FakeClock())).describe()
+    assert "CF=1" in described["pm_basis"] and described["warmup"] == "30s"
+
+
+def test_basis_picks_the_fields_and_counts_are_per_cm3():
+    frame = Pms5003Parser().feed(HIGH_FRAME, 0.0)[0]
+    assert frame_values(frame, config()) == {"pm1": 33, "pm25": 50, "pm10": 60}
+    assert frame_values(frame, config(basis="cf1")) == {"pm1": 40, "pm25": 61, "pm10": 75}
+    counts = frame_values(frame, config(number_concentration=True))
+    assert counts == {"pm1": 33, "pm25": 50, "pm10": 60, "n0_3": 60.0, "n0_5": 18.0,
+                      "n1_0": 3.5, "n2_5": 0.45, "n5_0": 0.07, "n10": 0.03}
+
+
+# --- driver through a real pty ---------------------------------------------------------------
+
+def run(scenario: Callable, timeout: float = 5.0):
+    return asyncio.run(asyncio.wait_for(scenario(), timeout))
+
+
+async def wait_until(condition: Callable[[], bool], timeout: float = 1.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        assert loop.time() < deadline, "condition not reached"
+        await asyncio.sleep(0.005)
+
+
+def driver_for(pty: PtyPms5003, clock: FakeClock | None = None, **overrides) -> Pms5003:
+    cfg = config(port=pty.port, **{"warmup": 0, **overrides})
+    return Pms5003(cfg, DriverContext(clock=clock or FakeClock()))
+
+
+def test_passive_read_returns_the_simulator_values():
+    async def scenario():
+        async with PtyPms5003() as pty:
+            pty.sim.set_values(**HIGH)
+            clock = FakeClock(start_mono=500.0)
+            driver = driver_for(pty, clock, basis="cf1")
+            await driver.open()
+            readings = await driver.read()
+            await driver.close()
+            await wait_until(lambda: pty.sim.sleeping)
+            return readings, pty
+
+    readings, pty = run(scenario)
+    assert [(r.stream, r.value, r.t_monotonic) for r in readings] == [
+        ("pm1", 40.0, 500.0), ("pm25", 61.0, 500.0), ("pm10", 75.0, 500.0)]
+    assert bytes(pty.received) == WAKE + PASSIVE + READ + SLEEP
+
+
+def test_open_sends_wake_then_mode_and_close_sends_sleep():
+    async def scenario():
+        async with PtyPms5003() as pty:
+            driver = driver_for(pty, mode="active")
+            await driver.open()
+            await wait_until(lambda: len(pty.received) >= 14)
+            sent_by_open = bytes(pty.received)
+            await driver.close()
+            await wait_until(lambda: pty.sim.sleeping)
+            return sent_by_open, bytes(pty.received)
+
+    sent_by_open, sent = run(scenario)
+    assert sent_by_open == WAKE + ACTIVE
+    assert sent == WAKE + ACTIVE + SLEEP
+
+
+def test_active_mode_reads_emitted_frames_and_queues_the_second():
+    async def scenario():
+        async with PtyPms5003() as pty:
+            driver = driver_for(pty, mode="active")
+            await driver.open()
+            pty.emit(GOLDEN[:7])
+            pty.emit(GOLDEN[7:] + HIGH_FRAME)
+            first, second = await driver.read(), await driver.read()
+            await driver.close()
+            return first, second, bytes(pty.received)
+
+    first, second, sent = run(scenario)
+    assert [r.value for r in first] == [0.0, 8.0, 8.0]
+    assert [r.value for r in second] == [33.0, 50.0, 60.0]
+    assert READ not in sent
+
+
+def test_bad_frame_raises_frame_error_and_the_good_one_follows():
+    async def scenario():
+        async with PtyPms5003() as pty:
+            driver = driver_for(pty, mode="active")
+            await driver.open()
+            pty.emit(b"\x00\x13" + Pms5003Simulator.corrupt(GOLDEN) + GOLDEN)
+            with pytest.raises(FrameError, match="checksum"):
+                await driver.read()
+            good = await driver.read()
+            await driver.close()
+            return good
+
+    assert [r.value for r in run(scenario)] == [0.0, 8.0, 8.0]
+
+
+def test_warmup_returns_none_until_the_clock_passes_it():
+    async def scenario():
+        clock = FakeClock()
+        async with PtyPms5003() as pty:
+            driver = driver_for(pty, clock, warmup="30s")
+            await driver.open()
+            results = [await driver.read()]
+            clock.advance(29.9)
+            results.append(await driver.read())
+            clock.advance(0.1)
+            results.append(await driver.read())
+            await driver.sleep()
+            await driver.wake()  # restarts the warm-up
+            results.append(await driver.read())
+            await driver.close()
+            return results
+
+    results = run(scenario)
+    assert results[0] is None and results[1] is None and results[3] is None
+    assert [r.stream for r in results[2]] == ["pm1", "pm25", "pm10"]
+
+
+def test_sleeping_sensor_times_out_naming_the_port():
+    async def scenario():
+        async with PtyPms5003() as pty:
+            driver = driver_for(pty, read_timeout=0.3)
+            await driver.open()
+            await driver.sleep()
+            with pytest.raises(DriverError) as caught:
+                await driver.read()
+            await driver.close()
+            return caught.value, pty.port
+
+    error, port = run(scenario)
+    assert not isinstance(error, FrameError)
+    assert str(error) == (f"no data from PMS5003 on {port} for 0.3s "
+                          "(check wiring TX/RX and 5 V supply)")
+
+
+def test_reopen_after_power_cycle_sends_passive_mode_again():
+    async def scenario():
+        async with PtyPms5003() as pty:
+            driver = driver_for(pty)
+            await driver.open()
+            assert await driver.read()
+            await driver.close()
+            pty.sim.power_cycle()
+            await driver.open()
+            readings = await driver.read()
+            await driver.close()
+            return readings, pty.sim.mode
+
+    readings, mode = run(scenario)
+    assert readings and mode == "passive"
+
+
+def test_missing_port_is_a_driver_error_naming_the_port():
+    driver = Pms5003(config(port="/dev/ttyPMS-missing"), DriverContext(clock=FakeClock()))
+    with pytest.raises(DriverError, match="/dev/ttyPMS-missing"):
+        run(driver.open)
+    run(driver.close)
+
+
+def test_read_before_open_and_close_twice():
+    async def scenario():
+        async with PtyPms5003() as pty:
+            driver = driver_for(pty)
+            with pytest.raises(DriverError, match="not open"):
+                await driver.read()
+            await driver.close()
+            await driver.open()
+            await driver.close()
+            await driver.close()
+
+    run(scenario)
+
+
+def test_number_concentration_through_the_driver():
+    async def scenario():
+        async with PtyPms5003() as pty:
+            pty.sim.set_values(**HIGH)
+            driver = driver_for(pty, number_concentration=True)
+            await driver.open()
+            readings = await driver.read()
+            await driver.close()
+            return {r.stream: r.value for r in readings}
+
+    values = run(scenario)
+    assert values["pm25"] == 50.0 and values["n0_3"] == 60.0 and values["n10"] == 0.03
+
+
+def test_conformance_hook_gives_a_working_unopened_driver():
+    async def scenario():
+        async with conformance_driver(FakeClock()) as driver:
+            with pytest.raises(DriverError):
+                await driver.read()
+            await driver.open()
+            readings = await driver.read()
+            await driver.close()
+            await driver.close()
+            return readings
+
+    readings = run(scenario)
+    assert [r.stream for r in readings] == ["pm1", "pm25", "pm10"]
+    assert all(r.value > 0 for r in readings)
