@@ -16,9 +16,9 @@ import struct
 from collections import deque
 from dataclasses import astuple, dataclass
 from enum import Enum
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BeforeValidator, Field, PlainSerializer
+from pydantic import Field
 
 from edgeagent.driver import (
     Driver,
@@ -32,7 +32,7 @@ from edgeagent.driver import (
     StreamSpec,
 )
 from edgeagent.serialport import SerialTransport
-from edgeagent.units import Duration, format_duration, parse_duration
+from edgeagent.units import Duration, DurationOrZero, format_duration
 
 FRAME_START = b"\x42\x4d"  # "BM"
 DATA_LENGTH = 28  # length field of a data frame: 13 values + checksum
@@ -45,7 +45,6 @@ MODE_ACTIVE = 0x0001
 POWER_SLEEP = 0x0000
 POWER_WAKE = 0x0001
 STALL_TIMEOUT = 0.5  # s of silence after which a partial frame is given up (ESPHome)
-PENDING_MAX = 8
 COUNT_STREAMS = {"n0_3": "0.3", "n0_5": "0.5", "n1_0": "1.0", "n2_5": "2.5", "n5_0": "5.0",
                  "n10": "10"}
 BASIS_LABELS = {"atmospheric": "atmospheric environment", "cf1": "CF=1 (standard particle)"}
@@ -62,17 +61,6 @@ def pms_command(cmd: int, data: int = 0) -> bytes:
     return head + sum16(head)
 
 
-def _duration_or_zero(value: object) -> float:
-    # units.Duration rejects 0, but "no warm-up" is a real choice (sensor kept awake, tests)
-    if not isinstance(value, bool) and value in (0, "0", "0s"):
-        return 0.0
-    return parse_duration(value)
-
-
-WarmupDuration = Annotated[float, BeforeValidator(_duration_or_zero),
-                           PlainSerializer(format_duration)]
-
-
 class Pms5003Config(SensorConfig):
     """A PMS5003 sensor entry."""
 
@@ -82,7 +70,7 @@ class Pms5003Config(SensorConfig):
     mode: Literal["passive", "active"] = Field("passive", description="Polled or streaming")
     basis: Literal["atmospheric", "cf1"] = Field("atmospheric", description="PM values published")
     number_concentration: bool = Field(False, description="Also publish particles per cm³")
-    warmup: WarmupDuration = Field(30.0, description="Readings discarded after open/wake")
+    warmup: DurationOrZero = Field(30.0, description="Readings discarded after open/wake")
     read_timeout: Duration = Field(5.0, description="No valid frame this long is an error")
 
 
@@ -198,7 +186,7 @@ class Pms5003(Driver):
         self.config: Pms5003Config = config
         self._transport: SerialTransport | None = None
         self._parser = Pms5003Parser()
-        self._pending: deque[tuple[float, Pms5003Frame | FrameError]] = deque(maxlen=PENDING_MAX)
+        self._pending: deque[tuple[float, Pms5003Frame | FrameError]] = deque()
         self._awake_since = 0.0
 
     @classmethod
@@ -266,11 +254,7 @@ class Pms5003(Driver):
                 raise DriverError(f"no data from PMS5003 on {self.config.port} for "
                                   f"{format_duration(self.config.read_timeout)} "
                                   "(check wiring TX/RX and 5 V supply)")
-            try:
-                # own deadline: SerialTransport.read_some reports its timeout as "disappeared"
-                data = await asyncio.wait_for(transport.read_some(remaining + 1.0), remaining)
-            except TimeoutError:
-                data = b""
+            data = await transport.read_some(remaining)
             now = self.context.clock.monotonic()
             self._pending.extend((now, item) for item in self._parser.feed(data, now))
 

@@ -44,6 +44,8 @@ class SimulatedConfig(SensorConfig):
     people_per_minute: float = Field(6.0, ge=0, le=10_000)
     seed: int | None = None
     fail_every: int | None = Field(None, ge=1, description="raise a fault every N reads (tests)")
+    fail_with: Literal["driver_error", "crash"] = Field(
+        "driver_error", description="driver_error: a sensor fault; crash: a driver bug")
 
 
 class Simulated(Driver):
@@ -81,6 +83,8 @@ class Simulated(Driver):
         self._next_due += self.config.interval
         self._reads += 1
         if self.config.fail_every and self._reads % self.config.fail_every == 0:
+            if self.config.fail_with == "crash":
+                raise RuntimeError(f"simulated bug after {self._reads} reads")
             raise DriverError(f"simulated fault after {self._reads} reads")
         now = clock.monotonic()
         out = []

@@ -209,3 +209,30 @@ def test_dead_broker_at_start_then_it_appears(broker, recorder_factory, agent_fa
     log = (tmp_path / "agent.log").read_text()
     assert f"cannot connect to broker 127.0.0.1:{port}" in log
     assert os.environ.get("EDGEAGENT_MQTT_PASSWORD", "") not in log or True
+
+
+def test_systemd_notify_ready_watchdog_stopping(broker, agent_factory, tmp_path):
+    import socket
+
+    path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.settimeout(10)
+    agent = agent_factory(simulated_config(broker.port, tmp_path / "state"))
+    env = {**os.environ, "NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "400000"}
+    with agent.log.open("ab") as out:
+        agent.process = subprocess.Popen(
+            [sys.executable, "-m", "edgeagent", "run", "-c", str(agent.config)], env=env,
+            stdout=out, stderr=subprocess.STDOUT)
+    try:
+        seen = [sock.recv(64).decode()]
+        while seen.count("WATCHDOG=1") < 2:
+            seen.append(sock.recv(64).decode())
+        agent.signal(signal.SIGTERM)
+        while "STOPPING=1" not in seen:
+            seen.append(sock.recv(64).decode())
+        assert agent.wait(10) == 0
+    finally:
+        sock.close()
+    assert seen[0] == "READY=1"
+    assert seen.index("STOPPING=1") > seen.index("WATCHDOG=1")
