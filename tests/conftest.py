@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,6 +21,9 @@ from edgeagent import contract
 from edgeagent.broker import Mosquitto, find_mosquitto
 
 REPO = Path(__file__).resolve().parent.parent
+#: The installed ``edgeagent`` command, as a user runs it (not ``python -m`` from the checkout).
+_SCRIPT = Path(sys.executable).with_name("edgeagent")
+EDGEAGENT = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "edgeagent"]
 
 
 @pytest.fixture

@@ -8,12 +8,11 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from conftest import dump, simulated_config, wait_for
+from conftest import EDGEAGENT, dump, simulated_config, wait_for
 
 pytestmark = pytest.mark.broker
 ROOT = "edgeagent/v1/test-gw"
@@ -30,7 +29,7 @@ class AgentProcess:
     def start(self) -> None:
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "edgeagent", "run", "-c", str(self.config)],
+                [*EDGEAGENT, "run", "-c", str(self.config)],
                 stdout=out, stderr=subprocess.STDOUT)
 
     def signal(self, sig: int) -> None:
@@ -75,7 +74,7 @@ def assert_no_holes(recorder, suffix: str) -> list[int]:
 
 def test_demo_command_shows_valid_data_within_5s():
     started = time.monotonic()
-    result = subprocess.run([sys.executable, "-m", "edgeagent", "demo", "--seconds", "6"],
+    result = subprocess.run([*EDGEAGENT, "demo", "--seconds", "6"],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     data_times = [float(m.group(1)) for m in
@@ -222,7 +221,7 @@ def test_systemd_notify_ready_watchdog_stopping(broker, agent_factory, tmp_path)
     env = {**os.environ, "NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "400000"}
     with agent.log.open("ab") as out:
         agent.process = subprocess.Popen(
-            [sys.executable, "-m", "edgeagent", "run", "-c", str(agent.config)], env=env,
+            [*EDGEAGENT, "run", "-c", str(agent.config)], env=env,
             stdout=out, stderr=subprocess.STDOUT)
     try:
         seen = [sock.recv(64).decode()]

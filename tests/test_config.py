@@ -1,8 +1,8 @@
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import EDGEAGENT
 
 from edgeagent.config import (
     EX_CONFIG,
@@ -35,7 +35,7 @@ sensors:
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "edgeagent", *args], capture_output=True,
+    return subprocess.run([*EDGEAGENT, *args], capture_output=True,
                           text=True, timeout=60)
 
 
