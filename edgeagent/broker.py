@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -35,10 +37,13 @@ def free_port() -> int:
 class Mosquitto:
     """A mosquitto process with persistence in a temporary folder; stop/start keep its port.
 
+    ``listener_options`` go right after the listener line (TLS files, password_file, …).
+
     Stop it with SIGTERM so it saves sessions and queued messages, as a real restart would.
     """
 
-    def __init__(self, port: int | None = None, workdir: Path | None = None) -> None:
+    def __init__(self, port: int | None = None, workdir: Path | None = None, *,
+                 listener_options: str = "", anonymous: bool = True) -> None:
         self.binary = find_mosquitto()
         if self.binary is None:
             raise BrokerUnavailable("mosquitto is not installed; on Debian/Raspberry Pi OS: "
@@ -50,10 +55,13 @@ class Mosquitto:
         self.conf = self.workdir / "mosquitto.conf"
         self.log = self.workdir / "mosquitto.log"
         self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+            f"listener {self.port} 127.0.0.1\n{listener_options}\n"
+            f"allow_anonymous {'true' if anonymous else 'false'}\npersistence true\n"
             f"persistence_location {self.workdir}/\nautosave_interval 1\n"
             f"log_dest file {self.log}\nlog_type error\nlog_type warning\nlog_type notice\n"
-            "max_queued_messages 100000\n")
+            "max_queued_messages 100000\n"
+            # as root, mosquitto would drop to user 'mosquitto' and lose access to our files
+            f"user {pwd.getpwuid(os.getuid()).pw_name}\n")
         self.process: subprocess.Popen[bytes] | None = None
 
     @property

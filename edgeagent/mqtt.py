@@ -47,6 +47,7 @@ class MqttPublisher:
         self.last_error: str | None = None
         self._ever_connected = False
         self._was_accepted = False  # written by the network thread only
+        self._connack_reason: str | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: mqtt.Client | None = None
         self._thread: threading.Thread | None = None
@@ -99,6 +100,7 @@ class MqttPublisher:
         attempt = 0
         while not self._closing.is_set():
             self._was_accepted = False
+            self._connack_reason = None
             try:
                 client.connect(s.host, s.port, keepalive=int(s.keepalive))
             except (OSError, ssl.SSLError, ValueError) as exc:
@@ -113,6 +115,11 @@ class MqttPublisher:
                 rc = client.loop(timeout=0.1)
             if self._closing.is_set():
                 break
+            if not self._was_accepted and self._connack_reason is None:
+                # e.g. TLS 1.3 rejects a missing client certificate only after connect()
+                self._to_loop(self._set_error, f"broker {s.host}:{s.port} closed the "
+                              f"connection before accepting it ({mqtt.error_string(rc)}); "
+                              "check TLS client certificate and credentials")
             attempt = 0 if self._was_accepted else attempt + 1
             delay = backoff_delay(attempt, base=s.reconnect.min, cap=s.reconnect.max,
                                   rand=self._rand)
@@ -126,6 +133,7 @@ class MqttPublisher:
     def _cb_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
                     properties: Any) -> None:
         self._was_accepted = not reason.is_failure
+        self._connack_reason = str(reason)
         if reason.is_failure:
             self._to_loop(self._set_error, f"broker {self.settings.host} refused the "
                           f"connection: {reason}")

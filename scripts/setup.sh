@@ -23,6 +23,11 @@ if ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ]; then
     apt_install mosquitto
 fi
 
+if [ "$extras" = test ] && ! command -v openssl >/dev/null; then
+    echo "setup: installing openssl (the TLS tests make their own certificates)"
+    apt_install openssl
+fi
+
 if [ ! -x .venv/bin/python ]; then
     if ! python3 -m venv .venv 2>/dev/null; then
         rm -rf .venv

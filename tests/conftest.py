@@ -74,7 +74,8 @@ class Recorder:
     """
 
     def __init__(self, port: int, root: str, *, persistent: bool = False,
-                 client_id: str = "test-recorder") -> None:
+                 client_id: str = "test-recorder", ca: Path | None = None,
+                 username: str | None = None, password: str | None = None) -> None:
         self.root = root
         self.messages: list[tuple[str, Any, bool]] = []
         self.invalid: list[tuple[str, list[str]]] = []
@@ -86,6 +87,10 @@ class Recorder:
         self.client.on_subscribe = lambda *a: self._subscribed.set()
         self.client.on_message = self._on_message
         self.client.reconnect_delay_set(0.1, 0.5)
+        if ca is not None:
+            self.client.tls_set(ca_certs=str(ca))
+        if username is not None:
+            self.client.username_pw_set(username, password)
         props = None
         if persistent:
             props = Properties(PacketTypes.CONNECT)
@@ -138,6 +143,8 @@ def recorder_factory() -> Iterator[Callable[..., Recorder]]:
     yield make
     for recorder in made:
         recorder.close()
+    for recorder in made:  # every message any test received must match deploy/schemas/
+        assert recorder.invalid == [], recorder.invalid
 
 
 def simulated_config(port: int, state_dir: Path, **overrides: Any) -> dict[str, Any]:

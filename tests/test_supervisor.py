@@ -96,7 +96,7 @@ def test_one_crashing_sensor_does_not_stop_the_others(broker, recorder_factory, 
     async def scenario():
         stop = asyncio.Event()
         task = asyncio.create_task(agent.run(stop))
-        await asyncio.to_thread(wait_for, lambda: agent.sensors and
+        await asyncio.to_thread(wait_for, lambda: len(agent.sensors) == 2 and
                                 agent.sensors[1].state is SensorState.FAILED, 20, "failed")
         await asyncio.to_thread(wait_for, lambda: any(
             h["sensors"]["crowd"]["state"] == "failed" for h in recorder.of("health")), 5)
