@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edgeagent import __version__
 from edgeagent.config import (
@@ -21,8 +22,12 @@ from edgeagent.config import (
     missing_files,
     resolve_password,
 )
+from edgeagent.outbox import OutboxError
 
-EX_UNAVAILABLE = 69
+if TYPE_CHECKING:
+    from edgeagent.supervisor import Agent
+
+EX_CANTCREAT = 73  # sysexits.h: cannot create the (state) output file
 
 
 def _setup_logging(level: str) -> None:
@@ -69,16 +74,25 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"Refusing to start: {ConfigError(str(args.config), problems)}", file=sys.stderr)
         return EX_CONFIG
     _setup_logging(args.log_level or config.log.level)
-    return asyncio.run(_run_until_signal(Agent(config, password=password)))
+    agent = Agent(config, password=password)
+    try:
+        asyncio.run(_run_until_signal(agent))
+    except OutboxError as exc:
+        print(f"Refusing to start: {exc} (check state_dir and its permissions)",
+              file=sys.stderr)
+        return EX_CANTCREAT
+    if agent.fatal:
+        print(f"edgeagent stopped: {agent.fatal}", file=sys.stderr)
+        return 1
+    return 0
 
 
-async def _run_until_signal(agent: object) -> int:
+async def _run_until_signal(agent: Agent) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await agent.run(stop)  # type: ignore[attr-defined]
-    return 0
+    await agent.run(stop)
 
 
 def cmd_manifest(args: argparse.Namespace) -> int:

@@ -170,6 +170,8 @@ class Agent:
         self.sensors: list[RunningSensor] = []
         self._started_mono = self.clock.monotonic()
         self._heartbeat = 0
+        #: Why the agent stopped by itself (a sensor with ``startup: error``), else None.
+        self.fatal: str | None = None
 
     # -- pipeline steps -------------------------------------------------------------------
     async def _release(self, meta: dict[str, Any], closed: list[ClosedWindow]) -> None:
@@ -244,7 +246,10 @@ class Agent:
             deadline = min(s.windows.next_deadline for s in self.sensors)
             await self.clock.sleep(min(1.0, deadline - self.clock.monotonic()))
             for running in self.sensors:
-                await running.release(running.windows.close_due())
+                try:
+                    await running.release(running.windows.close_due())
+                except Exception:  # keep ticking: the other sensors' windows still close
+                    log.exception("sensor %s: closing windows failed", running.config.id)
             self._heartbeat += 1
 
     async def _report_health(self) -> None:
@@ -292,14 +297,24 @@ class Agent:
         finally:
             await self.outbox.close()
 
+    async def _supervise(self, running: RunningSensor, stop: asyncio.Event) -> None:
+        """Run one sensor; a sensor with ``startup: error`` that cannot start stops the agent."""
+        try:
+            await running.run()
+        except DriverError as exc:
+            self.fatal = f"{exc} (startup: error)"
+            log.error("stopping the agent: %s", self.fatal)
+            stop.set()
+
     async def _run_tasks(self, group: asyncio.TaskGroup, stop: asyncio.Event) -> None:
         assert self.publisher is not None
         gw = self.config.gateway.id
         pump = group.create_task(self.publisher.run(), name=f"edgeagent[{gw}].publisher")
         await self.event("agent_started", f"edgeagent {__version__} started with "
                          f"{len(self.sensors)} sensor(s)")
-        workers = [group.create_task(s.run(), name=f"edgeagent[{s.config.driver}:"
-                                     f"{s.config.id}].read") for s in self.sensors]
+        workers = [group.create_task(self._supervise(s, stop), name=f"edgeagent["
+                                     f"{s.config.driver}:{s.config.id}].read")
+                   for s in self.sensors]
         workers.append(group.create_task(self._tick_windows(), name=f"edgeagent[{gw}].windows"))
         workers.append(group.create_task(self._report_health(), name=f"edgeagent[{gw}].health"))
         interval = watchdog_interval()

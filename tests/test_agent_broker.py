@@ -235,3 +235,24 @@ def test_systemd_notify_ready_watchdog_stopping(broker, agent_factory, tmp_path)
         sock.close()
     assert seen[0] == "READY=1"
     assert seen.index("STOPPING=1") > seen.index("WATCHDOG=1")
+
+
+def test_startup_error_policy_stops_the_agent_with_a_reason(broker, agent_factory, tmp_path):
+    config = simulated_config(broker.port, tmp_path / "state")
+    config["privacy"] = {"preset": "strict"}
+    config["sensors"] = [{"id": "pm", "driver": "pms5003", "port": "/dev/ttyNOPE7",
+                          "startup": "error"}]
+    agent = agent_factory(config)
+    agent.start()
+    assert agent.wait(10) == 1
+    log = (tmp_path / "agent.log").read_text()
+    assert "edgeagent stopped: sensor pm: cannot open serial port /dev/ttyNOPE7" in log
+
+
+def test_unwritable_state_dir_is_a_clear_refusal(broker, agent_factory, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    agent = agent_factory(simulated_config(broker.port, blocker / "state"))
+    agent.start()
+    assert agent.wait(10) == 73
+    assert "Refusing to start: cannot open outbox" in (tmp_path / "agent.log").read_text()
