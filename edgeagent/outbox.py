@@ -32,6 +32,11 @@ CREATE TABLE IF NOT EXISTS messages (
 CREATE TABLE IF NOT EXISTS sequences (stream TEXT PRIMARY KEY, last_seq INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+-- seq ranges pushed out by the byte bound; a range is forgotten only when the broker has
+-- acknowledged the event that announces it (announce_row), so no hole goes unexplained
+CREATE TABLE IF NOT EXISTS drops (
+    id INTEGER PRIMARY KEY, stream TEXT NOT NULL, first_seq INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL, count INTEGER NOT NULL, announce_row INTEGER);
 """
 _SPILL_LIMIT = 1000  # messages kept in memory while the disk refuses writes
 
@@ -49,6 +54,17 @@ class Row:
     seq: int
     topic: str
     payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Drop:
+    """A contiguous seq range of one stream dropped for the byte bound, not yet announced."""
+
+    id: int
+    stream: str
+    first_seq: int
+    last_seq: int
+    count: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +90,7 @@ class Outbox:
         self._db: sqlite3.Connection | None = None
         self._bytes = 0
         self._listeners: list[Callable[[], None]] = []
-        self._spill: list[tuple[str, str, dict[str, Any]]] = []
+        self._spill: list[tuple[str, str, dict[str, Any], tuple[int, ...]]] = []
         self._storage_error: str | None = None
         #: Random id made with the outbox file: a new one means seq restarted from 0.
         self.store_id = ""
@@ -114,22 +130,26 @@ class Outbox:
         """Call ``callback`` (on the loop thread) after each successful put."""
         self._listeners.append(callback)
 
-    async def put(self, item: Released) -> int | None:
-        """Store a gated message and return its seq (None if it had to be held in memory)."""
+    async def put(self, item: Released, *, announces: tuple[int, ...] = ()) -> int | None:
+        """Store a gated message and return its seq (None if it had to be held in memory).
+
+        ``announces`` names :class:`Drop` ids this message (an event) reports.
+        """
         if not is_released(item):
             raise TypeError("the outbox accepts only messages released by the privacy gate")
-        seq = await self._run(self._put_sync, item.stream, item.topic, item.body)
+        seq = await self._run(self._put_sync, item.stream, item.topic, item.body, announces)
         for callback in self._listeners:
             callback()
         return seq
 
-    def _put_sync(self, stream: str, topic: str, body: dict[str, Any]) -> int | None:
-        pending = [*self._spill, (stream, topic, body)]
+    def _put_sync(self, stream: str, topic: str, body: dict[str, Any],
+                  announces: tuple[int, ...]) -> int | None:
+        pending = [*self._spill, (stream, topic, body, announces)]
         self._spill = []
         seq = None
-        for index, (s, t, b) in enumerate(pending):
+        for index, (s, t, b, a) in enumerate(pending):
             try:
-                seq = self._insert(s, t, b)
+                seq = self._insert(s, t, b, a)
             except sqlite3.OperationalError as exc:  # disk full, read-only, I/O error
                 self._storage_error = f"cannot write outbox {self.path}: {exc}"
                 log.error("%s; holding %d message(s) in memory", self._storage_error,
@@ -140,7 +160,8 @@ class Outbox:
         self._storage_error = None
         return seq
 
-    def _insert(self, stream: str, topic: str, body: dict[str, Any]) -> int:
+    def _insert(self, stream: str, topic: str, body: dict[str, Any],
+                announces: tuple[int, ...]) -> int:
         db = self._require_db()
         with db:  # one transaction: seq bump, drops and insert land together or not at all
             db.execute("BEGIN IMMEDIATE")
@@ -151,21 +172,28 @@ class Outbox:
             payload = json.dumps({"seq": seq, "store": self.store_id, **body},
                                  separators=(",", ":"), ensure_ascii=False).encode()
             freed = self._make_room(db, len(payload))
-            db.execute("INSERT INTO messages(stream, seq, topic, payload, created) "
-                       "VALUES (?, ?, ?, ?, ?)", (stream, seq, topic, payload, time.time()))
+            row_id = db.execute(
+                "INSERT INTO messages(stream, seq, topic, payload, created) "
+                "VALUES (?, ?, ?, ?, ?)", (stream, seq, topic, payload, time.time())).lastrowid
+            for drop_id in announces:
+                db.execute("UPDATE drops SET announce_row = ? WHERE id = ?", (row_id, drop_id))
         self._bytes += len(payload) - freed
         return seq
 
     def _make_room(self, db: sqlite3.Connection, needed: int) -> int:
-        """Drop oldest rows until ``needed`` more bytes fit; returns bytes freed."""
+        """Drop oldest rows until ``needed`` more bytes fit, recording each; bytes freed."""
         excess = self._bytes + needed - self.max_bytes
         freed, dropped = 0, 0
         if excess <= 0:
             return 0
-        for row_id, size in db.execute("SELECT id, LENGTH(payload) FROM messages ORDER BY id"):
+        for row_id, stream, seq, size in db.execute(
+                "SELECT id, stream, seq, LENGTH(payload) FROM messages ORDER BY id").fetchall():
             if freed >= excess:
                 break
             db.execute("DELETE FROM messages WHERE id = ?", (row_id,))
+            # an announcement that will now never arrive: its ranges must be announced again
+            db.execute("UPDATE drops SET announce_row = NULL WHERE announce_row = ?", (row_id,))
+            self._record_drop(db, stream, seq)
             freed += size
             dropped += 1
         if dropped:
@@ -173,6 +201,15 @@ class Outbox:
                         self.path, self.max_bytes, dropped)
             self._add_counter("dropped", dropped, db)
         return freed
+
+    @staticmethod
+    def _record_drop(db: sqlite3.Connection, stream: str, seq: int) -> None:
+        extended = db.execute(
+            "UPDATE drops SET last_seq = ?, count = count + 1 WHERE stream = ? AND "
+            "announce_row IS NULL AND last_seq = ?", (seq, stream, seq - 1)).rowcount
+        if not extended:
+            db.execute("INSERT INTO drops(stream, first_seq, last_seq, count) "
+                       "VALUES (?, ?, ?, 1)", (stream, seq, seq))
 
     def _add_counter(self, name: str, amount: int, db: sqlite3.Connection | None = None) -> None:
         if amount <= 0:
@@ -188,6 +225,16 @@ class Outbox:
         if self._db is None:
             raise OutboxError(f"outbox {self.path} is closed")
         return self._db
+
+    async def unannounced_drops(self) -> list[Drop]:
+        """Dropped seq ranges that no stored (or acknowledged) event reports yet."""
+        return await self._run(self._unannounced_sync)
+
+    def _unannounced_sync(self) -> list[Drop]:
+        rows = self._require_db().execute(
+            "SELECT id, stream, first_seq, last_seq, count FROM drops "
+            "WHERE announce_row IS NULL ORDER BY id")
+        return [Drop(*row) for row in rows]
 
     async def peek(self, after_id: int = 0, limit: int = 20) -> list[Row]:
         """Oldest stored rows with ``id > after_id``."""
@@ -206,9 +253,11 @@ class Outbox:
     def _ack_sync(self, row_id: int) -> None:
         db = self._require_db()
         with db:
+            db.execute("BEGIN IMMEDIATE")
             cur = db.execute("DELETE FROM messages WHERE id = ? RETURNING LENGTH(payload)",
                              (row_id,))
             found = cur.fetchone()
+            db.execute("DELETE FROM drops WHERE announce_row = ?", (row_id,))
         if found:
             self._bytes -= found[0]
 

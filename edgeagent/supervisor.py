@@ -26,7 +26,7 @@ from edgeagent.config import AgentConfig
 from edgeagent.driver import Driver, DriverContext, DriverError, FrameError, SensorConfig
 from edgeagent.mqtt import MqttPublisher
 from edgeagent.outbox import Outbox
-from edgeagent.privacy import PrivacyGate, rfc3339
+from edgeagent.privacy import PrivacyGate, Released, rfc3339
 from edgeagent.systemd import notify, watchdog_interval
 from edgeagent.topics import Topics
 from edgeagent.windows import ClosedWindow, SensorWindows
@@ -175,17 +175,38 @@ class Agent:
 
     # -- pipeline steps -------------------------------------------------------------------
     async def _release(self, meta: dict[str, Any], closed: list[ClosedWindow]) -> None:
-        assert self.outbox is not None
         for window in closed:
-            await self.outbox.put(self.gate.release_window(window, meta))
+            await self._store(self.gate.release_window(window, meta))
 
     async def event(self, kind: str, message: str, *, sensor: str | None = None,
                     **details: Any) -> None:
         """Store an operational event for the ``events`` topic."""
+        await self._store(self._event(kind, message, sensor=sensor, details=details))
+
+    def _event(self, kind: str, message: str, *, sensor: str | None,
+               details: dict[str, Any]) -> Released:
+        return self.gate.release_event(kind, message, time=self.clock.time(),
+                                       clock=self.clock.quality().value, sensor=sensor,
+                                       details=details)
+
+    async def _store(self, item: Released) -> None:
+        """Put one gated message; announce every seq range the byte bound pushed out."""
         assert self.outbox is not None
-        await self.outbox.put(self.gate.release_event(
-            kind, message, time=self.clock.time(), clock=self.clock.quality().value,
-            sensor=sensor, details=details))
+        await self.outbox.put(item)
+        for _ in range(3):  # an announcement can itself push out rows: announce those too
+            drops = await self.outbox.unannounced_drops()
+            for drop in drops:
+                sensor = drop.stream.removeprefix("data/") if drop.stream.startswith(
+                    "data/") else None
+                await self.outbox.put(self._event(
+                    "outbox_dropped", f"outbox full ({self.config.outbox.max_bytes} bytes): "
+                    f"dropped {drop.count} oldest message(s) of {drop.stream}, seq "
+                    f"{drop.first_seq} to {drop.last_seq}", sensor=sensor,
+                    details={"stream": drop.stream, "first_seq": drop.first_seq,
+                             "last_seq": drop.last_seq, "count": drop.count}),
+                    announces=(drop.id,))
+            if not drops:
+                break
 
     def manifest(self) -> dict[str, Any]:
         """The transparency manifest: what is measured and what leaves the device."""

@@ -256,3 +256,34 @@ def test_unwritable_state_dir_is_a_clear_refusal(broker, agent_factory, tmp_path
     agent.start()
     assert agent.wait(10) == 73
     assert "Refusing to start: cannot open outbox" in (tmp_path / "agent.log").read_text()
+
+
+def test_every_hole_from_a_full_outbox_is_announced(broker, recorder_factory, agent_factory,
+                                                    tmp_path):
+    recorder = recorder_factory(broker.port, ROOT, persistent=True, client_id="platform")
+    broker.stop()  # the platform's session survives; the gateway starts into an outage
+    config = simulated_config(broker.port, tmp_path / "state", outbox={"max_bytes": "3KiB"})
+    agent = agent_factory(config)
+    agent.start()
+    time.sleep(4)  # scenario: four seconds of 1 s windows into a 3 KiB outbox
+    broker.start()
+    wait_for(lambda: any(e["type"] == "outbox_dropped" for e in recorder.of("events")), 15,
+             "drop announcements")
+    agent.signal(signal.SIGTERM)
+    assert agent.wait(10) == 0
+    wait_for(lambda: recorder.of("status")[-1:] == ["offline"], 5, "offline")
+    announced: dict[str, set[int]] = {}
+    for e in recorder.of("events"):
+        if e["type"] == "outbox_dropped":
+            d = e["details"]
+            announced.setdefault(d["stream"], set()).update(
+                range(d["first_seq"], d["last_seq"] + 1))
+            if d["stream"].startswith("data/"):
+                assert e["sensor"] == d["stream"].removeprefix("data/")
+    assert announced.get("data/air"), announced
+    for suffix in ("data/air", "data/crowd"):
+        received = set(recorder.seqs(suffix))
+        missing = set(range(max(received) + 1)) - received
+        assert missing, f"the bound should have dropped some {suffix} windows"
+        assert missing <= announced[suffix], f"unannounced hole in {suffix}"
+        assert not (announced[suffix] & received)  # announced drops really were dropped

@@ -146,3 +146,36 @@ def test_unwritable_location_names_the_file(tmp_path):
         assert "not-a-dir/outbox.sqlite3" in str(exc)
     else:
         raise AssertionError("opening below a file must fail")
+
+
+def test_dropped_ranges_stay_until_their_announcement_is_acknowledged(tmp_path):
+    async def scenario():
+        outbox = await Outbox.open(tmp_path / "o.sqlite3", 2500)
+        for i in range(12):
+            await outbox.put(event(i, pad=150))
+        (drop,) = await outbox.unannounced_drops()
+        kept = [r.seq for r in await outbox.peek(0, 100)]
+        announcement = event(99)
+        await outbox.put(announcement, announces=(drop.id,))
+        after_announce = await outbox.unannounced_drops()
+        # the outage goes on: the announcement itself is pushed out -> pending again
+        for i in range(12):
+            await outbox.put(event(100 + i, pad=150))
+        pending = await outbox.unannounced_drops()
+        final = await outbox.put(event(200), announces=tuple(d.id for d in pending))
+        rows = await outbox.peek(0, 100)
+        last = next(r for r in rows if r.seq == final)
+        await outbox.ack(last.id)
+        remaining = await outbox.unannounced_drops()
+        reopened_state = await outbox._run(lambda: outbox._db.execute(
+            "SELECT COUNT(*) FROM drops").fetchone()[0])
+        await outbox.close()
+        return drop, kept, after_announce, pending, remaining, reopened_state
+
+    drop, kept, after_announce, pending, remaining, ledger_rows = run(scenario())
+    assert (drop.stream, drop.first_seq, drop.last_seq) == ("events", 0, kept[0] - 1)
+    assert drop.count == kept[0]
+    assert after_announce == []
+    streams = {(d.stream, d.first_seq) for d in pending}
+    assert ("events", 0) in streams  # the first range is back, its announcement was lost
+    assert remaining == [] and ledger_rows == 0
