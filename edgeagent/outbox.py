@@ -90,8 +90,9 @@ class Outbox:
         self._db: sqlite3.Connection | None = None
         self._bytes = 0
         self._listeners: list[Callable[[], None]] = []
-        self._spill: list[tuple[str, str, dict[str, Any], tuple[int, ...]]] = []
+        self._spill: list[tuple[str, str, dict[str, Any], tuple[Drop, ...]]] = []
         self._storage_error: str | None = None
+        self._in_flight: frozenset[int] = frozenset()
         #: Random id made with the outbox file: a new one means seq restarted from 0.
         self.store_id = ""
 
@@ -126,14 +127,22 @@ class Outbox:
             raise OutboxError(f"cannot open outbox {self.path}: {exc}") from exc
         self._db = db
 
+    def protect(self, row_ids: frozenset[int]) -> None:
+        """Rows handed to the broker and awaiting PUBACK: never dropped for the bound.
+
+        They are about to leave anyway; dropping one would announce a hole that then does not
+        exist. The bound may be exceeded by at most these rows.
+        """
+        self._in_flight = row_ids  # one reference swap: safe across the worker thread
+
     def on_put(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` (on the loop thread) after each successful put."""
         self._listeners.append(callback)
 
-    async def put(self, item: Released, *, announces: tuple[int, ...] = ()) -> int | None:
+    async def put(self, item: Released, *, announces: tuple[Drop, ...] = ()) -> int | None:
         """Store a gated message and return its seq (None if it had to be held in memory).
 
-        ``announces`` names :class:`Drop` ids this message (an event) reports.
+        ``announces``: the :class:`Drop` s this message (an event) reports, as it reports them.
         """
         if not is_released(item):
             raise TypeError("the outbox accepts only messages released by the privacy gate")
@@ -143,7 +152,7 @@ class Outbox:
         return seq
 
     def _put_sync(self, stream: str, topic: str, body: dict[str, Any],
-                  announces: tuple[int, ...]) -> int | None:
+                  announces: tuple[Drop, ...]) -> int | None:
         pending = [*self._spill, (stream, topic, body, announces)]
         self._spill = []
         seq = None
@@ -161,7 +170,7 @@ class Outbox:
         return seq
 
     def _insert(self, stream: str, topic: str, body: dict[str, Any],
-                announces: tuple[int, ...]) -> int:
+                announces: tuple[Drop, ...]) -> int:
         db = self._require_db()
         with db:  # one transaction: seq bump, drops and insert land together or not at all
             db.execute("BEGIN IMMEDIATE")
@@ -175,8 +184,8 @@ class Outbox:
             row_id = db.execute(
                 "INSERT INTO messages(stream, seq, topic, payload, created) "
                 "VALUES (?, ?, ?, ?, ?)", (stream, seq, topic, payload, time.time())).lastrowid
-            for drop_id in announces:
-                db.execute("UPDATE drops SET announce_row = ? WHERE id = ?", (row_id, drop_id))
+            for drop in announces:
+                self._mark_announced(db, drop, row_id)
         self._bytes += len(payload) - freed
         return seq
 
@@ -186,10 +195,13 @@ class Outbox:
         freed, dropped = 0, 0
         if excess <= 0:
             return 0
+        in_flight = self._in_flight
         for row_id, stream, seq, size in db.execute(
                 "SELECT id, stream, seq, LENGTH(payload) FROM messages ORDER BY id").fetchall():
             if freed >= excess:
                 break
+            if row_id in in_flight:
+                continue
             db.execute("DELETE FROM messages WHERE id = ?", (row_id,))
             # an announcement that will now never arrive: its ranges must be announced again
             db.execute("UPDATE drops SET announce_row = NULL WHERE announce_row = ?", (row_id,))
@@ -201,6 +213,21 @@ class Outbox:
                         self.path, self.max_bytes, dropped)
             self._add_counter("dropped", dropped, db)
         return freed
+
+    @staticmethod
+    def _mark_announced(db: sqlite3.Connection, drop: Drop, row_id: int) -> None:
+        """Tie ``drop`` to its announcement; what grew since it was read stays pending."""
+        current = db.execute("SELECT last_seq, count FROM drops WHERE id = ? AND "
+                             "announce_row IS NULL", (drop.id,)).fetchone()
+        if current is None:
+            return
+        last, count = current
+        if last != drop.last_seq:  # e.g. this very put pushed out more rows of the stream
+            db.execute("INSERT INTO drops(stream, first_seq, last_seq, count) "
+                       "VALUES (?, ?, ?, ?)", (drop.stream, drop.last_seq + 1, last,
+                                               count - drop.count))
+        db.execute("UPDATE drops SET announce_row = ?, last_seq = ?, count = ? WHERE id = ?",
+                   (row_id, drop.last_seq, drop.count, drop.id))
 
     @staticmethod
     def _record_drop(db: sqlite3.Connection, stream: str, seq: int) -> None:

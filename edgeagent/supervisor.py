@@ -170,6 +170,7 @@ class Agent:
         self.sensors: list[RunningSensor] = []
         self._started_mono = self.clock.monotonic()
         self._heartbeat = 0
+        self._store_lock = asyncio.Lock()
         #: Why the agent stopped by itself (a sensor with ``startup: error``), else None.
         self.fatal: str | None = None
 
@@ -190,7 +191,16 @@ class Agent:
                                        details=details)
 
     async def _store(self, item: Released) -> None:
-        """Put one gated message; announce every seq range the byte bound pushed out."""
+        """Put one gated message; announce every seq range the byte bound pushed out.
+
+        Serialised: a drop recorded between reading the ledger and storing its announcement
+        would otherwise be marked announced without being in the text.
+        """
+        assert self.outbox is not None
+        async with self._store_lock:
+            await self._store_locked(item)
+
+    async def _store_locked(self, item: Released) -> None:
         assert self.outbox is not None
         await self.outbox.put(item)
         for _ in range(3):  # an announcement can itself push out rows: announce those too
@@ -204,7 +214,7 @@ class Agent:
                     f"{drop.first_seq} to {drop.last_seq}", sensor=sensor,
                     details={"stream": drop.stream, "first_seq": drop.first_seq,
                              "last_seq": drop.last_seq, "count": drop.count}),
-                    announces=(drop.id,))
+                    announces=(drop,))
             if not drops:
                 break
 

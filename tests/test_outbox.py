@@ -156,13 +156,13 @@ def test_dropped_ranges_stay_until_their_announcement_is_acknowledged(tmp_path):
         (drop,) = await outbox.unannounced_drops()
         kept = [r.seq for r in await outbox.peek(0, 100)]
         announcement = event(99)
-        await outbox.put(announcement, announces=(drop.id,))
+        await outbox.put(announcement, announces=(drop,))
         after_announce = await outbox.unannounced_drops()
         # the outage goes on: the announcement itself is pushed out -> pending again
         for i in range(12):
             await outbox.put(event(100 + i, pad=150))
         pending = await outbox.unannounced_drops()
-        final = await outbox.put(event(200), announces=tuple(d.id for d in pending))
+        final = await outbox.put(event(200), announces=tuple(pending))
         rows = await outbox.peek(0, 100)
         last = next(r for r in rows if r.seq == final)
         await outbox.ack(last.id)
@@ -179,3 +179,22 @@ def test_dropped_ranges_stay_until_their_announcement_is_acknowledged(tmp_path):
     streams = {(d.stream, d.first_seq) for d in pending}
     assert ("events", 0) in streams  # the first range is back, its announcement was lost
     assert remaining == [] and ledger_rows == 0
+
+
+def test_rows_pushed_out_by_the_announcement_itself_stay_pending(tmp_path):
+    async def scenario():
+        outbox = await Outbox.open(tmp_path / "o.sqlite3", 2500)
+        for i in range(12):
+            await outbox.put(event(i, pad=150))
+        (drop,) = await outbox.unannounced_drops()
+        # a large announcement: storing it pushes out more of the same stream
+        await outbox.put(event(50, pad=900), announces=(drop,))
+        pending = await outbox.unannounced_drops()
+        await outbox.close()
+        return drop, pending
+
+    drop, pending = run(scenario())
+    (extension,) = pending
+    assert extension.stream == "events"
+    assert extension.first_seq == drop.last_seq + 1  # exactly what the announcement missed
+    assert extension.count == extension.last_seq - extension.first_seq + 1 > 0
