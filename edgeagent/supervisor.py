@@ -231,7 +231,8 @@ class Agent:
                 classes[spec.quantity.value] = {"min_window_s": policy.min_window,
                                                 "statistics": list(policy.statistics),
                                                 "k": policy.k}
-                streams.append({"name": spec.name, "unit": spec.unit,
+                streams.append({"name": spec.name, "description": spec.description,
+                                "unit": spec.unit,
                                 "quantity": spec.quantity.value, "kind": spec.kind.value,
                                 "statistics": stats, "k": k})
             sensors.append({"id": running.config.id, "driver": running.config.driver,
