@@ -112,7 +112,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """Simulated sensors → local mosquitto → a subscriber that prints what arrives."""
     from edgeagent.demo import run_demo
 
-    return run_demo(seconds=args.seconds)
+    return run_demo(seconds=args.seconds, embedded=args.embedded_broker)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -133,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
                           description=cmd_demo.__doc__)
     demo.add_argument("--seconds", type=float, default=None,
                       help="stop after this many seconds (default: until Ctrl-C)")
+    demo.add_argument("--embedded-broker", action="store_true",
+                      help="use the built-in demo broker even if mosquitto is installed")
     demo.set_defaults(func=cmd_demo)
     return parser
 

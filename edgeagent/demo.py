@@ -22,8 +22,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from edgeagent import contract
 from edgeagent.broker import BrokerUnavailable, Mosquitto
 from edgeagent.config import validate_config
-
-EX_UNAVAILABLE = 69
+from edgeagent.minibroker import EmbeddedBroker
 
 
 def demo_config(port: int, state_dir: Path) -> dict[str, Any]:
@@ -39,7 +38,7 @@ def demo_config(port: int, state_dir: Path) -> dict[str, Any]:
         "sensors": [{**sensor, "id": "air", "quantities": ["pm"]},
                     {**sensor, "id": "noise", "quantities": ["noise"]},
                     {**sensor, "id": "entrance", "quantities": ["people"],
-                     "people_per_minute": 150}],
+                     "people_per_minute": 240}],
     }
 
 
@@ -110,20 +109,27 @@ class Subscriber:
         self.client.loop_stop()
 
 
-def run_demo(seconds: float | None = None, out: TextIO = sys.stdout) -> int:
-    """Run the demo; returns 0 when data arrived and every message matched its schema."""
+def run_demo(seconds: float | None = None, out: TextIO = sys.stdout, *,
+             embedded: bool = False) -> int:
+    """Run the demo; returns 0 when data arrived and every message matched its schema.
+
+    Uses mosquitto when installed, else (or with ``embedded=True``) the embedded broker.
+    """
     from edgeagent.supervisor import Agent
 
+    broker: Mosquitto | EmbeddedBroker
     try:
-        broker = Mosquitto()
+        broker = EmbeddedBroker() if embedded else Mosquitto()
     except BrokerUnavailable as exc:
-        print(f"edgeagent demo: {exc}", file=sys.stderr)
-        return EX_UNAVAILABLE
+        print(f"edgeagent demo: {exc}\nedgeagent demo: using the embedded demo broker instead "
+              "(no persistence, no authentication: for the demo only)", file=out)
+        broker = EmbeddedBroker()
     with broker, tempfile.TemporaryDirectory(prefix="edgeagent-demo-") as state:
         config = validate_config(demo_config(broker.port, Path(state)), source="demo")
         root = f"{config.mqtt.topic_prefix}/{config.gateway.id}"
-        print(f"edgeagent demo: simulated sensors -> mosquitto on 127.0.0.1:{broker.port} "
-              f"(pid {broker.pid}) -> this subscriber on {root}/#", file=out)
+        name = "embedded broker" if broker.pid is None else f"mosquitto (pid {broker.pid})"
+        print(f"edgeagent demo: simulated sensors -> {name} on 127.0.0.1:{broker.port} "
+              f"-> this subscriber on {root}/#", file=out)
         print("Every line is a message a platform would receive; [ok] = matches "
               "deploy/schemas/. Ctrl-C stops.", file=out, flush=True)
         subscriber = Subscriber(broker.port, root, out)
