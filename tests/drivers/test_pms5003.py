@@ -454,3 +454,18 @@ def test_conformance_hook_gives_a_working_unopened_driver():
     readings = run(scenario)
     assert [r.stream for r in readings] == ["pm1", "pm25", "pm10"]
     assert all(r.value > 0 for r in readings)
+
+
+def test_passive_mode_polls_once_per_interval_on_the_clock():
+    async def scenario():
+        async with PtyPms5003() as pty:
+            clock = FakeClock(start_mono=100.0, auto_advance=True)
+            driver = driver_for(pty, clock, interval=2.0)
+            await driver.open()
+            times = [(await driver.read())[0].t_monotonic for _ in range(4)]
+            await driver.close()
+            return times, pty
+
+    times, pty = run(scenario)
+    assert times == [100.0, 102.0, 104.0, 106.0]
+    assert bytes(pty.received).count(READ) == 4
