@@ -113,6 +113,11 @@ class Driver(abc.ABC):
     def streams(cls, config: SensorConfig) -> list[StreamSpec]:
         """The streams this configuration produces (no I/O)."""
 
+    @classmethod
+    def sample_interval(cls, config: SensorConfig) -> float:
+        """Nominal seconds between samples, for coverage (default: the configured interval)."""
+        return config.interval
+
     @abc.abstractmethod
     async def open(self) -> None:
         """Open the transport and bring the sensor into measuring state."""

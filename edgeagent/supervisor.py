@@ -305,7 +305,7 @@ class Agent:
         for sensor in self.config.sensors:
             cls = self.config.driver_class(sensor)
             windows = SensorWindows(sensor.id, cls.streams(sensor), sensor.window,
-                                    sensor.interval, self.clock)
+                                    cls.sample_interval(sensor), self.clock)
             meta = {"driver": sensor.driver, "model": cls.model, "simulated": cls.simulated}
             self.sensors.append(RunningSensor(sensor, cls, self.clock, windows,
                                               functools.partial(self._release, meta), self.event))

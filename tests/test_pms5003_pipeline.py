@@ -49,7 +49,8 @@ def test_pty_pms5003_three_minutes_with_5_percent_bad_frames(broker, recorder_fa
                 "mqtt": {"host": "127.0.0.1", "port": broker.port, "tls": {"enabled": False}},
                 "state_dir": str(tmp_path / "state"), "health": {"interval": "1h"},
                 "sensors": [{"id": "pm", "driver": "pms5003", "port": sim.port,
-                             "mode": "active", "warmup": 0, "window": "60s"}]})
+                             "mode": "active", "warmup": 0, "window": "60s",
+                             "interval": "1s"}]})  # the simulator's cadence here
             agent = Agent(config, clock=clock)
             stop = asyncio.Event()
             task = asyncio.create_task(agent.run(stop))

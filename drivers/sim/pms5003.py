@@ -16,6 +16,7 @@ from edgeagent.clock import Clock
 from edgeagent.driver import DriverContext
 from edgeagent.drivers.pms5003 import (
     ACK_LENGTH,
+    ACTIVE_CADENCE,
     CMD_MODE,
     CMD_READ,
     CMD_SLEEP,
@@ -31,7 +32,6 @@ from edgeagent.drivers.pms5003 import (
 )
 
 COMMAND_SIZE = 7
-ACTIVE_CADENCE = 2.3  # s between frames in the "stable" active cadence (datasheet)
 
 
 class Pms5003Simulator:

@@ -469,3 +469,9 @@ def test_passive_mode_polls_once_per_interval_on_the_clock():
     times, pty = run(scenario)
     assert times == [100.0, 102.0, 104.0, 106.0]
     assert bytes(pty.received).count(READ) == 4
+
+
+def test_coverage_interval_follows_the_mode():
+    assert Pms5003.sample_interval(config(mode="passive", interval=2.0)) == 2.0
+    assert Pms5003.sample_interval(config(mode="active")) == 2.3  # the sensor's own cadence
+    assert Pms5003.sample_interval(config(mode="active", interval=1.0)) == 1.0
