@@ -289,3 +289,29 @@ def test_every_hole_from_a_full_outbox_is_announced(broker, recorder_factory, ag
             f"{e['seq']} {e['type']} {e['details']}" for e in recorder.of("events"))
         assert not (announced.get(suffix, set()) & received)  # announced = really dropped
     assert holes, "a 3 KiB outbox must have dropped something in four seconds"
+
+
+def test_sigterm_without_a_broker_still_exits_in_time_and_keeps_the_data(
+        broker, recorder_factory, agent_factory, tmp_path):
+    recorder = recorder_factory(broker.port, ROOT, persistent=True, client_id="platform")
+    broker.stop()
+    agent = agent_factory(simulated_config(broker.port, tmp_path / "state"))
+    agent.start()
+    time.sleep(2.5)  # scenario: measuring with no broker at all
+    begun = time.monotonic()
+    agent.signal(signal.SIGTERM)
+    assert agent.wait(10) == 0
+    assert time.monotonic() - begun < 5.0
+    broker.start()
+    agent.start()  # the next start delivers what the first one measured
+    wait_for(lambda: any(e["type"] == "agent_stopping" for e in recorder.of("events")), 15,
+             "the first run's backlog")
+    agent.signal(signal.SIGTERM)
+    assert agent.wait(10) == 0
+    wait_for(lambda: recorder.of("status")[-1:] == ["offline"], 5, "offline")
+    air = assert_no_holes(recorder, "data/air")
+    assert air[0] == 0 and len(air) >= 3
+    stopping = next(e for e in recorder.of("events") if e["type"] == "agent_stopping")
+    first_run = [d for d in recorder.of("data/air")
+                 if parse_time(d["window"]["end"]) <= parse_time(stopping["time"]) + 0.01]
+    assert first_run and first_run[-1]["window"]["partial"]  # flushed to disk at SIGTERM
