@@ -170,3 +170,18 @@ def dump(path: Path, data: Any) -> Path:
     """Write a config dict as YAML-compatible JSON (JSON is valid YAML)."""
     path.write_text(json.dumps(data, indent=1))
     return path
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_threads() -> Iterator[None]:
+    """Fail a test that leaves an agent thread (MQTT network loop, outbox worker) running."""
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + 2.0
+    while True:
+        leaked = [t for t in set(threading.enumerate()) - before
+                  if t.is_alive() and t.name.startswith("edgeagent")]
+        if not leaked or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    assert not leaked, f"threads left running: {[t.name for t in leaked]}"

@@ -184,3 +184,22 @@ def test_fingerprint_changes_with_privacy_settings():
     crowd = validate_config({**base, "privacy": {"preset": "crowd-safety"}})
     assert strict.fingerprint() != crowd.fingerprint()
     assert strict.fingerprint() == validate_config(base).fingerprint()
+
+
+def test_manifest_command_prints_a_valid_manifest():
+    import json
+
+    from edgeagent import contract
+
+    result = cli("manifest", "-c", str(REPO / "deploy" / "examples" / "full.yaml"))
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads(result.stdout)
+    assert contract.problems("manifest", manifest) == []
+    assert manifest["privacy"]["classes"]["people_count"] == {
+        "min_window_s": 900.0, "statistics": ["sum"], "k": 10}
+    assert [s["id"] for s in manifest["sensors"]] == ["pm-north", "footfall"]
+
+
+def test_version():
+    result = cli("--version")
+    assert result.returncode == 0 and result.stdout.startswith("edgeagent 0.1.0")
