@@ -45,6 +45,7 @@ MODE_ACTIVE = 0x0001
 POWER_SLEEP = 0x0000
 POWER_WAKE = 0x0001
 STALL_TIMEOUT = 0.5  # s of silence after which a partial frame is given up (ESPHome)
+MAX_MASS = 2000  # µg/m³: twice the datasheet's "maximum range ≥ 1000"
 ACTIVE_CADENCE = 2.3  # s between frames in active mode at stable concentrations (datasheet)
 COUNT_STREAMS = {"n0_3": "0.3", "n0_5": "0.5", "n1_0": "1.0", "n2_5": "2.5", "n5_0": "5.0",
                  "n10": "10"}
@@ -124,8 +125,8 @@ class Pms5003Parser:
             if step is _Step.MORE:
                 continue
             if isinstance(step, Pms5003Frame):
-                out.append(_plausible(step))
-            elif isinstance(step, FrameError):
+                step = _plausible(step)
+            if isinstance(step, Pms5003Frame | FrameError):
                 out.append(step)
             if step is _Step.NOISE or isinstance(step, FrameError):
                 # a real frame may start anywhere after the first rejected byte
@@ -154,10 +155,21 @@ class Pms5003Parser:
 
 
 def _plausible(frame: Pms5003Frame) -> Pms5003Frame | FrameError:
-    # known bad sensor output, rejected by PyPMS: PM10 mass without a single counted particle
+    # sum16 is weak: a truncated frame glued to the next one passes it 1 time in 65 536, so
+    # physics must hold too. Rejected frames are rescanned, recovering a frame inside them.
+    values = astuple(frame)
     pm10 = max(frame.pm10_cf1, frame.pm10_atm)
-    if pm10 > 0 and not any(astuple(frame)[6:12]):
+    if pm10 > 0 and not any(values[6:12]):  # known bad output (PyPMS): mass, no particles
         return FrameError(f"implausible frame: PM10 {pm10} µg/m³ but all particle counts are 0")
+    if max(values[:6]) > MAX_MASS:
+        return FrameError(f"implausible frame: {max(values[:6])} µg/m³ is beyond the sensor's "
+                          f"range (max {MAX_MASS})")
+    cf1, atm, counts = values[0:3], values[3:6], values[6:12]
+    if list(cf1) != sorted(cf1) or list(atm) != sorted(atm):
+        return FrameError(f"implausible frame: PM1 ≤ PM2.5 ≤ PM10 violated ({cf1}, {atm})")
+    if list(counts) != sorted(counts, reverse=True):
+        return FrameError(f"implausible frame: particle counts are cumulative, so they cannot "
+                          f"grow with size ({counts})")
     return frame
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from importlib.metadata import entry_points
@@ -85,12 +86,22 @@ class SensorConfig(BaseModel):
                          description="What a failing open does: retry, error (stop agent), ignore")
 
 
+def _default_i2c(number: int) -> Any:
+    from edgeagent.i2c import open_smbus  # only I2C drivers need smbus2
+
+    return open_smbus(number)
+
+
 @dataclass
 class DriverContext:
-    """What the framework hands a driver: its clock and a logger tagged with its id."""
+    """What the framework hands a driver: clock, logger and the I2C bus factory.
+
+    The bus factory is the seam where tests put a fake bus; serial drivers open their port.
+    """
 
     clock: Clock
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("edgeagent.driver"))
+    i2c: Callable[[int], Any] = _default_i2c
 
 
 class Driver(abc.ABC):

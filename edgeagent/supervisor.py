@@ -57,7 +57,8 @@ class RunningSensor:
     def __init__(self, config: SensorConfig, driver_class: type[Driver], clock: Clock,
                  windows: SensorWindows, release: Callable[[list[ClosedWindow]], Awaitable[None]],
                  event: EventSink, *, restart_limit: int = 5, restart_period: float = 300.0,
-                 rand: Callable[[], float] = random.random) -> None:
+                 rand: Callable[[], float] = random.random,
+                 i2c: Callable[[int], Any] | None = None) -> None:
         self.config = config
         self.driver_class = driver_class
         self.clock = clock
@@ -66,6 +67,7 @@ class RunningSensor:
         self._event = event
         self._budget = RestartBudget(restart_limit, restart_period)
         self._rand = rand
+        self._i2c = i2c
         self.log = logging.getLogger(f"edgeagent.sensor.{config.id}")
         self.state = SensorState.STARTING
         self.restarts = 0
@@ -84,7 +86,10 @@ class RunningSensor:
         """Supervise the driver until cancelled or failed."""
         first = True
         while True:
-            driver = self.driver_class(self.config, DriverContext(self.clock, self.log))
+            context = DriverContext(self.clock, self.log)
+            if self._i2c is not None:
+                context.i2c = self._i2c
+            driver = self.driver_class(self.config, context)
             try:
                 await driver.open()
                 first = False
@@ -159,8 +164,9 @@ class Agent:
     """The whole pipeline for one config: sensors → windows → gate → outbox → MQTT."""
 
     def __init__(self, config: AgentConfig, *, clock: Clock | None = None,
-                 password: str | None = None) -> None:
+                 password: str | None = None, i2c: Callable[[int], Any] | None = None) -> None:
         self.config = config
+        self.i2c = i2c  # bus factory for I2C drivers; None = the real /dev/i2c-N
         self.clock = clock or SystemClock()
         self.password = password
         self.topics = Topics(config.mqtt.topic_prefix, config.gateway.id)
@@ -308,7 +314,8 @@ class Agent:
                                     cls.sample_interval(sensor), self.clock)
             meta = {"driver": sensor.driver, "model": cls.model, "simulated": cls.simulated}
             self.sensors.append(RunningSensor(sensor, cls, self.clock, windows,
-                                              functools.partial(self._release, meta), self.event))
+                                              functools.partial(self._release, meta), self.event,
+                                              i2c=self.i2c))
             log.info("sensor %s: %s", sensor.id, json.dumps(cls(sensor, DriverContext(
                 self.clock)).describe(), default=str))
 

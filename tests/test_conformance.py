@@ -44,7 +44,7 @@ def test_static_contract(name):
     assert streams, "a driver produces at least one stream"
     assert len({s.name for s in streams}) == len(streams)
     for spec in streams:
-        assert re.fullmatch(r"[a-z][a-z0-9_]{0,31}", spec.name)
+        assert re.fullmatch(r"[a-z][A-Za-z0-9_]{0,31}", spec.name)
         assert spec.unit
     json.dumps(cls(config, None).describe(), default=str)  # type: ignore[arg-type]
 
