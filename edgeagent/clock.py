@@ -132,6 +132,16 @@ class FakeClock:
         """How many tasks wait on this clock."""
         return sum(not f.done() for _, f in self._sleepers)
 
+    def advance_to_next(self) -> float:
+        """Jump to the earliest sleeper's deadline (none: stay); returns the new time.
+
+        With every task of a system waiting on the clock, this steps it event by event.
+        """
+        pending = [t for t, f in self._sleepers if not f.done()]
+        if pending:
+            self.advance(max(0.0, min(pending) - self._mono))
+        return self._mono
+
     async def sleep(self, seconds: float) -> None:
         """Wait until fake time has moved ``seconds`` on (at once when auto-advancing)."""
         await asyncio.sleep(0)

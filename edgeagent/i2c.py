@@ -72,17 +72,8 @@ class SmbusBus:
 
 
 def open_smbus(number: int) -> I2cBus:
-    """The real bus ``/dev/i2c-<number>``; errors say how to enable I2C on a Pi."""
-    try:
-        return SmbusBus(number)
-    except FileNotFoundError as exc:
-        raise DriverError(f"I2C bus {number} (/dev/i2c-{number}) does not exist: enable I2C "
-                          "(sudo raspi-config nonint do_i2c 0) and check the bus number") from exc
-    except PermissionError as exc:
-        raise DriverError(f"no permission for /dev/i2c-{number}: add the service user to the "
-                          "'i2c' group") from exc
-    except OSError as exc:
-        raise DriverError(f"cannot open I2C bus {number}: {exc.strerror}") from exc
+    """The real bus ``/dev/i2c-<number>``."""
+    return SmbusBus(number)
 
 
 class I2cDevice:
@@ -101,9 +92,21 @@ class I2cDevice:
         return f"I2C bus {self.bus_number} address 0x{self.address:02X}"
 
     async def open(self) -> None:
-        """Open the bus (idempotent)."""
-        if self._bus is None:
-            self._bus = await asyncio.to_thread(self._factory, self.bus_number)
+        """Open the bus (idempotent); errors say how to enable I2C on a Pi."""
+        if self._bus is not None:
+            return
+        number = self.bus_number
+        try:
+            self._bus = await asyncio.to_thread(self._factory, number)
+        except FileNotFoundError as exc:
+            raise DriverError(f"I2C bus {number} (/dev/i2c-{number}) does not exist: enable "
+                              "I2C (sudo raspi-config nonint do_i2c 0) and check the bus "
+                              "number") from exc
+        except PermissionError as exc:
+            raise DriverError(f"no permission for /dev/i2c-{number}: add the service user to "
+                              "the 'i2c' group") from exc
+        except OSError as exc:
+            raise DriverError(f"cannot open I2C bus {number}: {exc.strerror or exc}") from exc
 
     async def _call(self, method: str, *args: object) -> bytes | None:
         if self._bus is None:

@@ -137,3 +137,28 @@ def test_undeclared_stream_is_a_loud_error():
     windows = SensorWindows("s", [PM], 60, 1.0, clock)
     with pytest.raises(KeyError, match="undeclared stream 'pm10'"):
         windows.add([Reading("pm10", 1.0, clock.monotonic())])
+
+
+def test_fake_clock_steps_sleepers_in_deadline_order():
+    import asyncio
+
+    async def scenario():
+        clock = FakeClock(start_mono=0.0)
+        woke = []
+
+        async def sleeper(name, seconds):
+            await clock.sleep(seconds)
+            woke.append((name, clock.monotonic()))
+
+        tasks = [asyncio.create_task(sleeper(n, s)) for n, s in (("b", 2.0), ("a", 0.5))]
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert clock.sleepers == 2
+        clock.advance_to_next()
+        await asyncio.sleep(0)
+        clock.advance_to_next()
+        await asyncio.gather(*tasks)
+        assert clock.advance_to_next() == 2.0  # nobody left: time stays
+        return woke
+
+    assert asyncio.run(scenario()) == [("a", 0.5), ("b", 2.0)]
