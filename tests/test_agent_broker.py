@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from conftest import EDGEAGENT, dump, simulated_config, wait_for
 
 pytestmark = pytest.mark.broker

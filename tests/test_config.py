@@ -2,8 +2,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import EDGEAGENT
 
+from conftest import EDGEAGENT
 from edgeagent.config import (
     EX_CONFIG,
     ConfigError,

@@ -7,10 +7,10 @@ import subprocess
 import threading
 
 import pytest
-from conftest import EDGEAGENT, wait_for
 from paho.mqtt import client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from conftest import EDGEAGENT, wait_for
 from edgeagent.minibroker import EmbeddedBroker, matches
 
 

@@ -8,8 +8,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import async_wait_for
 
+from conftest import async_wait_for
 from edgeagent.broker import Mosquitto
 from edgeagent.config import resolve_password, validate_config
 from edgeagent.supervisor import Agent

@@ -12,8 +12,8 @@ import random
 import statistics
 
 import pytest
-from conftest import async_wait_for, wait_for
 
+from conftest import async_wait_for, wait_for
 from edgeagent.clock import FakeClock
 from edgeagent.config import validate_config
 from edgeagent.drivers.sim.pms5003 import Pms5003Simulator, PtyPms5003

@@ -2,8 +2,8 @@ import asyncio
 import json
 
 import pytest
-from conftest import simulated_config, wait_for
 
+from conftest import simulated_config, wait_for
 from edgeagent.clock import FakeClock
 from edgeagent.config import validate_config
 from edgeagent.driver import DriverError, load_driver
