@@ -373,11 +373,18 @@ def _cross_checks(privacy: PrivacyConfig,
         out.append(ConfigIssue(loc_text, message, lines.at(tuple(loc_text.split(".")))))
     seen_ids: dict[str, int] = {}
     seen_ports: dict[str, int] = {}
+    seen_i2c: dict[tuple[int, int], int] = {}
     for index, sensor, cls in sensors:
         if sensor.id in seen_ids:
             add(("sensors", index, "id"), f"duplicate id {sensor.id!r} (also sensors"
                 f"[{seen_ids[sensor.id]}])")
         seen_ids.setdefault(sensor.id, index)
+        bus, address = getattr(sensor, "bus", None), getattr(sensor, "address", None)
+        if bus is not None and address is not None:
+            if (bus, address) in seen_i2c:
+                add(("sensors", index, "address"), f"I2C bus {bus} address 0x{address:02X} "
+                    f"is already used by sensors[{seen_i2c[bus, address]}]")
+            seen_i2c.setdefault((bus, address), index)
         port = getattr(sensor, "port", None)
         if port and not str(port).startswith("loop://"):
             if port in seen_ports:

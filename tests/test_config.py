@@ -203,3 +203,14 @@ def test_manifest_command_prints_a_valid_manifest():
 def test_version():
     result = cli("--version")
     assert result.returncode == 0 and result.stdout.startswith("edgeagent 0.1.0")
+
+
+def test_two_sensors_on_one_i2c_address_are_refused(tmp_path):
+    text = ("gateway: {id: gw}\nmqtt: {host: h}\nsensors:\n"
+            "  - {id: a, driver: sht4x, bus: 1, address: 0x44}\n"
+            "  - {id: b, driver: bme280, bus: 1}\n"
+            "  - {id: c, driver: sht3x, bus: 1, address: 0x44}\n"
+            "  - {id: d, driver: sht3x, bus: 3, address: 0x44}\n")
+    issues = issues_of(text, tmp_path)
+    assert issues == ["sensors[2].address: I2C bus 1 address 0x44 is already used by "
+                      "sensors[0]  [line 6]"]

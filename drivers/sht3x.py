@@ -1,0 +1,159 @@
+"""Sensirion SHT3x (SHT30 / SHT31 / SHT35) temperature and humidity sensor on I2C.
+
+Chip: Sensirion SHT3x-DIS, address 0x44 (ADDR pin low) or 0x45 (ADDR high), run at 3.3 V.
+Bus: I2C (``/dev/i2c-N``), 16-bit commands without CRC. Single-shot measurement *without*
+clock stretching (the Pi's I2C controller mishandles stretching): write the command, wait the
+conversion time (the chip NACKs a read meanwhile), read 6 bytes
+``T_msb T_lsb CRC RH_msb RH_lsb CRC`` with the Sensirion CRC-8 per word.
+Units: temperature in °C (``Cel``), relative humidity in % (``%RH``, 0–100).
+Datasheet: Sensirion SHT3x-DIS datasheet; byte-level notes in sensors.md §3.1 and §6.4; see
+docs/drivers/sht3x.md.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import Field
+
+from edgeagent.driver import (
+    Driver,
+    DriverContext,
+    DriverError,
+    FrameError,
+    QuantityClass,
+    Reading,
+    SensorConfig,
+    StatKind,
+    StreamSpec,
+)
+from edgeagent.drivers.sensirion import address_validator, check_words
+from edgeagent.i2c import I2cDevice
+
+ADDRESSES = (0x44, 0x45)
+# single shot, no clock stretching; the 2C xx variants stretch and are avoided on a Pi
+CMD_MEASURE = {"high": b"\x24\x00", "medium": b"\x24\x0b", "low": b"\x24\x16"}
+# datasheet maxima 15 / 6 / 4 ms, plus 1 ms
+MEASURE_SECONDS = {"high": 0.016, "medium": 0.007, "low": 0.005}
+CMD_SOFT_RESET = b"\x30\xa2"
+SOFT_RESET_SECONDS = 0.002  # datasheet maximum 1.5 ms
+CMD_READ_STATUS = b"\xf3\x2d"
+STATUS_LENGTH = 3  # one word and its CRC
+ANSWER_LENGTH = 6  # two words, each followed by its CRC
+TEMPERATURE = "temperature"
+HUMIDITY = "relativeHumidity"
+
+
+def temperature_celsius(word: int) -> float:
+    """Return °C from a raw temperature word: −45 + 175 · S / 65 535."""
+    return -45.0 + 175.0 * word / 65535.0
+
+
+def relative_humidity(word: int) -> float:
+    """Return %RH from a raw humidity word: 100 · S / 65 535 (always within 0–100)."""
+    return 100.0 * word / 65535.0
+
+
+def decode_measurement(raw: bytes) -> dict[str, float]:
+    """Return temperature and relative humidity from a 6-byte answer.
+
+    Raises:
+        FrameError: wrong length or a CRC mismatch.
+    """
+    if len(raw) != ANSWER_LENGTH:
+        raise FrameError(f"expected {ANSWER_LENGTH} bytes, got {len(raw)}")
+    temperature_word, humidity_word = check_words(raw)
+    return {TEMPERATURE: temperature_celsius(temperature_word),
+            HUMIDITY: relative_humidity(humidity_word)}
+
+
+class Sht3xConfig(SensorConfig):
+    """An SHT3x sensor entry."""
+
+    driver: Literal["sht3x"]
+    bus: int = Field(1, ge=0, description="I2C bus number: /dev/i2c-<bus>")
+    address: Annotated[Literal[0x44, 0x45], address_validator(*ADDRESSES)] = Field(
+        0x44, description="0x44 (ADDR pin low) or 0x45 (ADDR pin high)")
+    repeatability: Literal["high", "medium", "low"] = Field(
+        "high", description="Single-shot command 24 00 / 24 0B / 24 16")
+
+
+class Sht3x(Driver):
+    """Sensirion SHT3x driver: one single-shot measurement per ``interval``."""
+
+    Config = Sht3xConfig
+    model: ClassVar[str] = "Sensirion SHT3x"
+    sample_config: ClassVar[dict[str, Any]] = {"id": "climate", "driver": "sht3x", "bus": 1}
+
+    def __init__(self, config: Sht3xConfig, context: DriverContext) -> None:
+        super().__init__(config, context)
+        self.config: Sht3xConfig = config
+        self.status: int | None = None
+        self._device: I2cDevice | None = None
+        self._next_measurement = 0.0
+
+    @classmethod
+    def streams(cls, config: Sht3xConfig) -> list[StreamSpec]:
+        """Temperature in °C and relative humidity in %."""
+        return [
+            StreamSpec(TEMPERATURE, "Cel", QuantityClass.CLIMATE, StatKind.LINEAR,
+                       "air temperature at the sensor"),
+            StreamSpec(HUMIDITY, "%RH", QuantityClass.CLIMATE, StatKind.LINEAR,
+                       "relative humidity in percent (0–100)"),
+        ]
+
+    def describe(self) -> dict[str, Any]:
+        """Return the settings with the address in hex."""
+        return {**super().describe(), "address": f"0x{self.config.address:02X}"}
+
+    async def open(self) -> None:
+        """Open the bus, soft-reset the chip and read its status register (proves it answers)."""
+        clock = self.context.clock
+        device = I2cDevice(self.config.bus, self.config.address, self.context.i2c)
+        try:
+            await device.open()
+            await device.write(CMD_SOFT_RESET)
+            await clock.sleep(SOFT_RESET_SECONDS)
+            await device.write(CMD_READ_STATUS)
+            (status,) = check_words(await device.read(STATUS_LENGTH))
+        except FrameError as exc:  # nothing to count at open: the chip is unusable
+            await device.close()
+            raise DriverError(f"{device.where}: bad status register answer: {exc}") from exc
+        except BaseException:  # NACK, missing bus, cancellation: release the bus
+            await device.close()
+            raise
+        self.status = status
+        self._device = device
+        self._next_measurement = clock.monotonic()
+        self.context.log.debug("SHT3x on %s, status 0x%04X", device.where, status)
+
+    async def read(self) -> list[Reading]:
+        """Measure once; FrameError on a bad CRC, DriverError on a NACK."""
+        device = self._require_open()
+        clock = self.context.clock
+        await self._pace()
+        started = clock.monotonic()
+        await device.write(CMD_MEASURE[self.config.repeatability])
+        # without stretching a read NACKs until the conversion is done: wait its worst case
+        await clock.sleep(MEASURE_SECONDS[self.config.repeatability])
+        values = decode_measurement(await device.read(ANSWER_LENGTH))
+        return [Reading(name, value, started) for name, value in values.items()]
+
+    async def _pace(self) -> None:
+        """Measure once per ``interval`` on the injected clock."""
+        clock = self.context.clock
+        await clock.sleep(self._next_measurement - clock.monotonic())
+        self._next_measurement = max(self._next_measurement + self.config.interval,
+                                     clock.monotonic())
+
+    async def close(self) -> None:
+        """Release the bus; idempotent. After a single shot the chip idles by itself."""
+        device, self._device = self._device, None
+        if device is not None:
+            await device.close()
+
+    def _require_open(self) -> I2cDevice:
+        if self._device is None:
+            raise DriverError(f"SHT3x on I2C bus {self.config.bus} address "
+                              f"0x{self.config.address:02X} is not open")
+        return self._device
