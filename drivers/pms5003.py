@@ -276,9 +276,15 @@ class Pms5003(Driver):
     async def _receive(self, transport: SerialTransport) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.read_timeout
-        while not self._pending:
+        # wait for a data frame, not just any item: a bad frame before the answer to this
+        # poll must not make the next read() poll again (the answer would then come late)
+        polled = self.config.mode == "passive"
+        while not (any(isinstance(item, Pms5003Frame) for _, item in self._pending) if polled
+                   else self._pending):
             remaining = deadline - loop.time()
             if remaining <= 0:
+                if self._pending:
+                    return  # only bad frames arrived: read() reports them
                 raise DriverError(f"no data from PMS5003 on {self.config.port} for "
                                   f"{format_duration(self.config.read_timeout)} "
                                   "(check wiring TX/RX and 5 V supply)")

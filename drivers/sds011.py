@@ -305,9 +305,15 @@ class Sds011(Driver):
         timeout = self.effective_read_timeout()
         deadline = loop.time() + timeout
         self._other_ids.clear()
-        while not self._pending:
+        # wait for a data frame, not just any item: a bad frame before the answer to this
+        # query must not make the next read() poll again (the answer would then come late)
+        polled = self.config.mode == "query"
+        while not (any(isinstance(item, Sds011Frame) for _, item in self._pending) if polled
+                   else self._pending):
             remaining = deadline - loop.time()
             if remaining <= 0:
+                if self._pending:
+                    return  # only bad frames arrived: read() reports them
                 raise DriverError(self._silence_message(timeout))
             data = await transport.read_some(remaining)
             now = self.context.clock.monotonic()
