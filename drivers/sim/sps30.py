@@ -1,0 +1,271 @@
+"""SPS30 SHDLC simulator, byte for byte: state machine, 1 Hz data, faults, and a pty front end."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import struct
+import tty
+from collections import deque
+from collections.abc import AsyncIterator
+from typing import Literal
+
+from edgeagent.clock import Clock
+from edgeagent.driver import DriverContext, FrameError
+from edgeagent.drivers.sps30 import (
+    ADDRESS,
+    CMD_AUTO_CLEANING,
+    CMD_DEVICE_INFO,
+    CMD_FAN_CLEANING,
+    CMD_READ,
+    CMD_RESET,
+    CMD_SLEEP,
+    CMD_START,
+    CMD_STATUS,
+    CMD_STOP,
+    CMD_VERSION,
+    CMD_WAKE,
+    DEVICE_ERROR_FLAG,
+    ERROR_NOT_ALLOWED,
+    FLAG,
+    FORMAT_FLOAT,
+    FORMAT_U16,
+    INFO_PRODUCT_TYPE,
+    INFO_SERIAL,
+    NEW_DATA_PERIOD,
+    Sps30,
+    Sps30Config,
+    checksum,
+    miso_frame,
+    unstuff,
+)
+
+# the real capture of sensors.md §2.3.2: NC1.0 = 42 13 FC 85 needs stuffing
+GOLDEN_DATA = bytes.fromhex(
+    "40A78320 411777BB 414A5F83 41548DDD 41D2833E 4213FC85 42261722 4229A4D9 422A29BC 3F55B7E7")
+GOLDEN_VALUES = struct.unpack(">10f", GOLDEN_DATA)
+PRODUCT_TYPE = b"00080000"
+VERSION = bytes([2, 2, 0, 7, 0, 2, 0])  # fw 2.2, hw rev 7, SHDLC 2.0
+ERROR_WRONG_LENGTH = 0x01
+ERROR_UNKNOWN_COMMAND = 0x02
+ERROR_ILLEGAL_PARAMETER = 0x04
+FAN_CLEANING_SECONDS = 10.0
+Fault = Literal["corrupt", "drop", "truncate", "garbage"]
+
+
+class Sps30Simulator:
+    """The sensor side of SHDLC: Idle / Measurement / Sleep, 1 Hz values, injected faults."""
+
+    def __init__(self, clock: Clock | None = None, serial: str = "3C5F2A1B9D0E7711",
+                 seed: int = 0) -> None:
+        self.clock = clock
+        self.state: Literal["idle", "measurement", "sleep"] = "idle"
+        self.interface_on = True
+        self.serial = serial
+        self.values: tuple[float, ...] = GOLDEN_VALUES
+        self.format = FORMAT_FLOAT
+        self.status_flag = False  # STATE bit 7 (e.g. fan blocked)
+        self.auto_cleaning_interval = 604_800
+        self.faults: deque[Fault] = deque()  # applied to the next replies, one each
+        self.force_state: int | None = None  # error code for the next reply
+        self.executed: list[int] = []  # commands carried out, in order
+        self._rng = random.Random(seed)
+        self._rx = bytearray()
+        self._open = False
+        self._started_at = 0.0
+        self._delivered = 0  # index of the last 1 Hz update read
+        self._reads = 0  # without a clock: every read is a new update
+        self._cleaning_until = -1.0
+
+    def _now(self) -> float:
+        return self.clock.monotonic() if self.clock else float(self._reads)
+
+    def handle(self, rx: bytes) -> bytes:
+        """Consume bytes from the host; return what the sensor answers."""
+        out = bytearray()
+        for byte in rx:
+            if not self.interface_on:
+                self.interface_on = True  # the falling edge wakes the UART; the byte is lost
+                continue
+            if byte == FLAG:
+                if self._rx:
+                    out += self._frame(bytes(self._rx))
+                    self._rx.clear()
+                    self._open = False
+                else:
+                    self._open = True
+            elif self._open:
+                self._rx.append(byte)
+        return bytes(out)
+
+    def _frame(self, inner: bytes) -> bytes:
+        try:
+            body = unstuff(inner)  # a raw 0x11 (the datasheet's wake frame) is accepted too
+        except FrameError:
+            return b""
+        if len(body) < 4 or body[0] != ADDRESS or checksum(body[:-1]) != body[-1]:
+            return b""  # the sensor ignores what it cannot read
+        cmd, length, data = body[1], body[2], body[3:-1]
+        if length != len(data):
+            return self._reply(cmd, ERROR_WRONG_LENGTH)
+        state, answer = self._execute(cmd, bytes(data))
+        if state == 0:
+            self.executed.append(cmd)
+        return self._reply(cmd, state, answer)
+
+    def _reply(self, cmd: int, state: int, data: bytes = b"") -> bytes:
+        if self.force_state is not None:
+            state, data, self.force_state = self.force_state, b"", None
+        if self.status_flag:
+            state |= DEVICE_ERROR_FLAG
+        frame = miso_frame(cmd, state, data)
+        if self.state == "sleep":
+            self.interface_on = False  # the answer to Sleep goes out, then the UART is off
+        return self._apply_fault(frame)
+
+    def _apply_fault(self, frame: bytes) -> bytes:
+        if not self.faults:
+            return frame
+        fault = self.faults.popleft()
+        if fault == "corrupt":
+            return self.corrupt(frame)
+        if fault == "drop":
+            return b""
+        if fault == "truncate":
+            return frame[:len(frame) // 2]
+        return self.garbage(7, self._rng) + frame
+
+    def _execute(self, cmd: int, data: bytes) -> tuple[int, bytes]:
+        if cmd == CMD_WAKE:
+            if self.state == "sleep":
+                self.state = "idle"
+            return 0, b""
+        if cmd == CMD_START:
+            if len(data) != 2:
+                return ERROR_WRONG_LENGTH, b""
+            if data[0] != 0x01 or data[1] not in (FORMAT_FLOAT, FORMAT_U16):
+                return ERROR_ILLEGAL_PARAMETER, b""
+            if self.state != "idle":
+                return ERROR_NOT_ALLOWED, b""
+            self.state, self.format = "measurement", data[1]
+            self._started_at, self._delivered = self._now(), 0
+            return 0, b""
+        if cmd == CMD_STOP:
+            if self.state != "measurement":
+                return ERROR_NOT_ALLOWED, b""
+            self.state = "idle"
+            return 0, b""
+        if cmd == CMD_READ:
+            if self.state != "measurement":
+                return ERROR_NOT_ALLOWED, b""
+            self._reads += 1
+            return 0, self._measured()
+        if cmd == CMD_SLEEP:
+            if self.state != "idle":
+                return ERROR_NOT_ALLOWED, b""
+            self.state = "sleep"
+            return 0, b""
+        if cmd == CMD_FAN_CLEANING:
+            if self.state != "measurement":
+                return ERROR_NOT_ALLOWED, b""
+            self._cleaning_until = self._now() + FAN_CLEANING_SECONDS
+            return 0, b""
+        if cmd == CMD_DEVICE_INFO:
+            if data == bytes([INFO_PRODUCT_TYPE]):
+                return 0, PRODUCT_TYPE + b"\0"
+            if data == bytes([INFO_SERIAL]):
+                return 0, self.serial.encode("ascii") + b"\0"
+            return ERROR_ILLEGAL_PARAMETER, b""
+        if cmd == CMD_VERSION:
+            return 0, VERSION
+        if cmd == CMD_AUTO_CLEANING:
+            if data == b"\x00":
+                return 0, self.auto_cleaning_interval.to_bytes(4, "big")
+            if len(data) == 5 and data[0] == 0:
+                self.auto_cleaning_interval = int.from_bytes(data[1:], "big")
+                return 0, b""
+            return ERROR_WRONG_LENGTH, b""
+        if cmd == CMD_STATUS:
+            flags = (1 << 4) if self.status_flag else 0  # bit 4: FAN
+            return 0, flags.to_bytes(4, "big") + b"\0"
+        if cmd == CMD_RESET:
+            self.state = "idle"
+            return 0, b""
+        return ERROR_UNKNOWN_COMMAND, b""
+
+    def _measured(self) -> bytes:
+        now = self._now()
+        update = int((now - self._started_at) / NEW_DATA_PERIOD + 1e-9)
+        if update <= self._delivered or now < self._cleaning_until:
+            return b""  # nothing new: the empty answer
+        self._delivered = update
+        if self.format == FORMAT_U16:
+            ints = [round(v) for v in self.values[:9]] + [round(self.values[9] * 1000)]
+            return struct.pack(">10H", *ints)
+        return struct.pack(">10f", *self.values)
+
+    @staticmethod
+    def corrupt(frame: bytes) -> bytes:
+        """Return ``frame`` with the byte before the closing flag flipped (bad checksum)."""
+        return frame[:-2] + bytes([frame[-2] ^ 0x01]) + frame[-1:]
+
+    @staticmethod
+    def garbage(n: int, rng: random.Random) -> bytes:
+        """Return ``n`` random bytes without a flag byte."""
+        return bytes(rng.choice([b for b in range(256) if b != FLAG]) for _ in range(n))
+
+
+class PtySps30:
+    """A simulated sensor behind a pseudo-terminal; the driver opens :attr:`port`."""
+
+    def __init__(self, sim: Sps30Simulator | None = None) -> None:
+        self.sim = sim or Sps30Simulator()
+        self.received = bytearray()  # everything the driver wrote, for byte-exact checks
+        self.mute = False  # unplugged: receive, never answer
+        self._master, self._slave = os.openpty()
+        tty.setraw(self._master)
+        self.port = os.ttyname(self._slave)
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def start(self) -> None:
+        """Answer commands on the running event loop."""
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self._master, self._on_readable)
+
+    def _on_readable(self) -> None:
+        data = os.read(self._master, 1024)
+        self.received += data
+        reply = self.sim.handle(data)
+        if reply and not self.mute:
+            self.emit(reply)
+
+    def emit(self, data: bytes) -> None:
+        """Write raw bytes to the driver side (frames, garbage, faults)."""
+        os.write(self._master, data)
+
+    def close(self) -> None:
+        """Stop answering and close both ends of the pty; idempotent."""
+        if self._loop is not None:
+            self._loop.remove_reader(self._master)
+            self._loop = None
+        for fd in (self._master, self._slave):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._master = self._slave = -1
+
+    async def __aenter__(self) -> PtySps30:
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+
+@contextlib.asynccontextmanager
+async def conformance_driver(clock: Clock) -> AsyncIterator[Sps30]:
+    """Yield a driver wired to this simulator (warmup 0), not yet opened."""
+    async with PtySps30(Sps30Simulator(clock=clock)) as sim:
+        config = Sps30Config(id="sps30-conf", driver="sps30", port=sim.port, warmup=0)
+        yield Sps30(config, DriverContext(clock=clock))
