@@ -272,6 +272,7 @@ class Sps30(Driver):
         self._transport: SerialTransport | None = None
         self._parser = ShdlcParser()
         self._pending: deque[ShdlcReply | FrameError] = deque()
+        self._held: list[ShdlcReply] = []  # a read answer that arrived after a bad frame
         self._started_at = 0.0
         self._next_poll = 0.0
         self.serial_number: str | None = None
@@ -292,6 +293,7 @@ class Sps30(Driver):
         self._transport = transport
         self._parser = ShdlcParser()
         self._pending.clear()
+        self._held.clear()
         try:
             await self.wake()
             stop = await self.command(CMD_STOP, what="stop")
@@ -347,8 +349,11 @@ class Sps30(Driver):
     async def read(self) -> list[Reading] | None:
         """Poll the values; None if nothing is new or in warm-up; FrameError for a bad frame."""
         self._require_open()
-        await self._pace()
-        reply = await self.command(CMD_READ, what="read measured values")
+        if self._held:  # the answer that followed a bad frame: no new poll for it
+            reply = self._held.pop()
+        else:
+            await self._pace()
+            reply = await self.command(CMD_READ, what="read measured values")
         self._check(reply, "read measured values")
         t = self.context.clock.monotonic()
         if not reply.data:
@@ -375,15 +380,23 @@ class Sps30(Driver):
         transport = self._require_open()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        bad: FrameError | None = None
         while True:
             while self._pending:
                 item = self._pending.popleft()
                 if isinstance(item, FrameError):
-                    raise item
-                if item.command == cmd:
-                    return item  # replies to other commands are stale: drop them
+                    bad = bad or item  # keep listening: the real answer may follow
+                    continue
+                if item.command != cmd:
+                    continue  # replies to other commands are stale: drop them
+                if bad is not None and cmd == CMD_READ:
+                    self._held.append(item)  # count the bad frame now, use this next read
+                    raise bad
+                return item
             remaining = deadline - loop.time()
             if remaining <= 0:
+                if bad is not None:
+                    raise bad
                 if not required:
                     return None
                 partial = self._parser.cut_short()
