@@ -55,6 +55,7 @@ MAX_TENTHS = 9999  # 999.9 µg/m³, the end of the sensor's range
 MAX_WORKING_PERIOD = 30  # minutes
 STALL_TIMEOUT = 0.5  # s of silence after which a partial frame is given up (ESPHome)
 ACTIVE_CADENCE = 1.0  # s between frames in active, continuous mode (spec: "1 + 0.5 s")
+AFTER_BAD_FRAME_S = 0.2  # a 10-byte frame takes 10 ms at 9600 baud: the answer is near
 PERIOD_MARGIN = 10.0  # s on top of a working period before silence is an error
 
 
@@ -227,6 +228,7 @@ class Sds011(Driver):
         self._transport: SerialTransport | None = None
         self._parser = Sds011Parser()
         self._pending: deque[tuple[float, Sds011Frame | FrameError]] = deque()
+        self._first_bad_at = 0.0  # loop time of the first bad frame of this poll
         self._other_ids: set[int] = set()
         self._awake_since = 0.0
         self._next_poll = 0.0
@@ -310,6 +312,8 @@ class Sds011(Driver):
         polled = self.config.mode == "query"
         while not (any(isinstance(item, Sds011Frame) for _, item in self._pending) if polled
                    else self._pending):
+            if polled and self._pending:  # a bad frame: the answer follows at once or never
+                deadline = min(deadline, self._first_bad_at + AFTER_BAD_FRAME_S)
             remaining = deadline - loop.time()
             if remaining <= 0:
                 if self._pending:
@@ -319,6 +323,8 @@ class Sds011(Driver):
             now = self.context.clock.monotonic()
             for item in self._parser.feed(data, now):
                 if isinstance(item, FrameError):
+                    if not self._pending:
+                        self._first_bad_at = loop.time()
                     self._pending.append((now, item))
                 elif not self.config.accepts(item.device_id):
                     self._other_ids.add(item.device_id)

@@ -60,6 +60,7 @@ WAKE_PULSE = b"\xff"  # a falling edge on RX switches the sleeping interface on
 FLOAT_DATA_LENGTH = 40  # ten float32 values
 MAX_BODY = 4 + 255 + 1  # ADR CMD STATE L, data, CHK (unstuffed)
 MAX_RAW = 2 * MAX_BODY  # every byte stuffed
+AFTER_BAD_FRAME_S = 0.1  # the sensor answers within ~20 ms; a bad frame is usually the answer
 STALL_TIMEOUT = 0.5  # s of silence after which a partial frame is given up
 WAKE_ANSWER_TIMEOUT = 0.1  # s to wait for the answer to the first wake-up frame
 NEW_DATA_PERIOD = 1.0  # s: the sensor updates its values once a second
@@ -385,7 +386,9 @@ class Sps30(Driver):
             while self._pending:
                 item = self._pending.popleft()
                 if isinstance(item, FrameError):
-                    bad = bad or item  # keep listening: the real answer may follow
+                    if bad is None:  # keep listening briefly: the real answer may follow
+                        bad = item
+                        deadline = min(deadline, loop.time() + AFTER_BAD_FRAME_S)
                     continue
                 if item.command != cmd:
                     continue  # replies to other commands are stale: drop them

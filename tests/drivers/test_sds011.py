@@ -841,3 +841,23 @@ def test_parser_recovers_every_intact_frame_and_invents_none(program):
                for m in messages)
     # each partial frame left before a gap is dropped; the last one is still waiting
     assert sum(m.startswith("partial frame") for m in messages) == sum(left_partial[:-1])
+
+
+def test_a_corrupted_answer_is_reported_quickly_not_after_the_read_timeout():
+    async def scenario():
+        async with PtySds011(Sds011Simulator(seed=2)) as pty:
+            clock = FakeClock(auto_advance=True)
+            driver = Sds011(Sds011Config(id="s", driver="sds011", port=pty.port, warmup=0,
+                                         read_timeout=30), DriverContext(clock=clock))
+            await driver.open()
+            pty.sim.mode = "active"  # the query goes unanswered: only the bad frame arrives
+            loop = asyncio.get_running_loop()
+            pty.emit(Sds011Simulator.corrupt(Sds011Simulator.encode_frame(1.0, 2.0)))
+            started = loop.time()
+            with pytest.raises(FrameError):
+                await driver.read()
+            waited = loop.time() - started
+            await driver.close()
+            return waited
+
+    assert asyncio.run(scenario()) < 5  # ~0.2 s, not the 30 s read timeout
