@@ -228,7 +228,6 @@ class Sds011(Driver):
         self._transport: SerialTransport | None = None
         self._parser = Sds011Parser()
         self._pending: deque[tuple[float, Sds011Frame | FrameError]] = deque()
-        self._first_bad_at = 0.0  # loop time of the first bad frame of this poll
         self._other_ids: set[int] = set()
         self._awake_since = 0.0
         self._next_poll = 0.0
@@ -309,11 +308,12 @@ class Sds011(Driver):
         self._other_ids.clear()
         # wait for a data frame, not just any item: a bad frame before the answer to this
         # query must not make the next read() poll again (the answer would then come late)
-        polled = self.config.mode == "query"
+        polled, hurried = self.config.mode == "query", False
         while not (any(isinstance(item, Sds011Frame) for _, item in self._pending) if polled
                    else self._pending):
-            if polled and self._pending:  # a bad frame: the answer follows at once or never
-                deadline = min(deadline, self._first_bad_at + AFTER_BAD_FRAME_S)
+            if polled and self._pending and not hurried:
+                # a bad frame: the answer follows at once or never
+                deadline, hurried = min(deadline, loop.time() + AFTER_BAD_FRAME_S), True
             remaining = deadline - loop.time()
             if remaining <= 0:
                 if self._pending:
@@ -323,8 +323,6 @@ class Sds011(Driver):
             now = self.context.clock.monotonic()
             for item in self._parser.feed(data, now):
                 if isinstance(item, FrameError):
-                    if not self._pending:
-                        self._first_bad_at = loop.time()
                     self._pending.append((now, item))
                 elif not self.config.accepts(item.device_id):
                     self._other_ids.add(item.device_id)

@@ -850,7 +850,8 @@ def test_a_corrupted_answer_is_reported_quickly_not_after_the_read_timeout():
             driver = Sds011(Sds011Config(id="s", driver="sds011", port=pty.port, warmup=0,
                                          read_timeout=30), DriverContext(clock=clock))
             await driver.open()
-            pty.sim.mode = "active"  # the query goes unanswered: only the bad frame arrives
+            await asyncio.sleep(0.05)  # let the simulator take the open sequence
+            pty.sim.sleeping = True  # the query goes unanswered: only the bad frame arrives
             loop = asyncio.get_running_loop()
             pty.emit(Sds011Simulator.corrupt(Sds011Simulator.encode_frame(1.0, 2.0)))
             started = loop.time()
