@@ -1,9 +1,13 @@
-"""Plantower PMS5003 / PMS7003 laser particle counter on a UART.
+"""Plantower PMS5003 / PMS7003 family of laser particle counters on a UART.
 
-Chip: Plantower PMS5003; PMS7003, PMS1003 and PMSA003 send the same 32-byte frame.
-Bus: UART, 9600 baud 8N1, 3.3 V logic, 5 V supply. Values are u16 big-endian.
+Chip: Plantower PMS5003; PMS7003, PMS1003 and PMSA003 send the same 32-byte frame. The
+``model`` option selects a variant whose frame differs: PMS3003 (24-byte frame, no commands),
+PMS5003T (T/RH instead of the > 5.0 / > 10 µm counts), PMS5003S (HCHO word, not published),
+PMS5003ST (40-byte frame with HCHO, T and RH).
+Bus: UART, 9600 baud 8N1, 3.3 V logic, 5 V supply. Values are u16 big-endian (temperature s16).
 Units: PM1.0 / PM2.5 / PM10 in µg/m³ (integers, no scaling); particle counts > 0.3 … > 10 µm
-arrive per 0.1 L and are published per cm³ (÷ 100).
+arrive per 0.1 L and are published per cm³ (÷ 100); temperature in °C (``Cel``, raw / 10) and
+relative humidity in % (``%RH``, raw / 10) on the T variants.
 Datasheet: Plantower PMS5003 data manual (LOGOELE English translation), frame table and the
 five commands E1/E2/E4; see docs/drivers/pms5003.md.
 """
@@ -14,11 +18,11 @@ import asyncio
 import contextlib
 import struct
 from collections import deque
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from edgeagent.driver import (
     Driver,
@@ -46,9 +50,38 @@ POWER_SLEEP = 0x0000
 POWER_WAKE = 0x0001
 STALL_TIMEOUT = 0.5  # s of silence after which a partial frame is given up (ESPHome)
 MAX_MASS = 2000  # µg/m³: twice the datasheet's "maximum range ≥ 1000"
+AFTER_BAD_FRAME_S = 0.2  # s to wait for the answer to a poll once a bad frame came instead
 ACTIVE_CADENCE = 2.3  # s between frames in active mode at stable concentrations (datasheet)
 COUNT_STREAMS = {"n0_3": "0.3", "n0_5": "0.5", "n1_0": "1.0", "n2_5": "2.5", "n5_0": "5.0",
                  "n10": "10"}
+TEMPERATURE = "temperature"
+HUMIDITY = "relativeHumidity"
+MAX_HUMIDITY = 1000  # raw RH in 0.1 %: above 100.0 % is not physical
+
+Model = Literal["pms5003", "pms7003", "pms1003", "pmsa003", "pms3003", "pms5003t", "pms5003s",
+                "pms5003st"]
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """Where a variant's data frame keeps what (offsets count from the ``42`` of ``42 4D``)."""
+
+    length: int  # length field of a data frame (frame size = length + 4)
+    counts: int  # number of particle counts at offset 16 (the first ``counts`` of COUNT_STREAMS)
+    climate: int | None  # offset of temperature (s16 / 10 °C); RH (u16 / 10 %) follows; None
+    commands: bool  # whether the sensor understands E1/E2/E4
+
+
+FULL = Layout(DATA_LENGTH, 6, None, True)
+LAYOUTS: dict[str, Layout] = {
+    "pms5003": FULL, "pms7003": FULL, "pms1003": FULL, "pmsa003": FULL,
+    "pms5003s": FULL,  # data 13 (offset 28) holds HCHO; its unit is not documented: ignored
+    "pms3003": Layout(20, 0, None, False),  # offsets 16-21 undocumented: only the 6 masses
+    "pms5003t": Layout(DATA_LENGTH, 4, 24, True),
+    "pms5003st": Layout(36, 6, 30, True),  # offset 28 HCHO (ignored), 30 T, 32 RH
+}
+# a parser without a model tells the frames apart by their length field only
+BY_LENGTH = {28: "pms5003", 20: "pms3003", 36: "pms5003st"}
 BASIS_LABELS = {"atmospheric": "atmospheric environment", "cf1": "CF=1 (standard particle)"}
 
 
@@ -67,6 +100,7 @@ class Pms5003Config(SensorConfig):
     """A PMS5003 sensor entry."""
 
     driver: Literal["pms5003"]
+    model: Model = Field("pms5003", description="Variant: frame length and field layout")
     port: str = Field(description="Serial device, e.g. /dev/serial0")
     baudrate: Literal[9600] = Field(9600, description="Fixed by the sensor")
     mode: Literal["passive", "active"] = Field("passive", description="Polled or streaming")
@@ -75,10 +109,30 @@ class Pms5003Config(SensorConfig):
     warmup: DurationOrZero = Field(30.0, description="Readings discarded after open/wake")
     read_timeout: Duration = Field(5.0, description="No valid frame this long is an error")
 
+    @model_validator(mode="after")
+    def _fits_the_model(self) -> Pms5003Config:
+        layout = LAYOUTS[self.model]
+        if not layout.commands and "mode" in self.model_fields_set and self.mode == "passive":
+            raise ValueError(f"model {self.model} takes no commands, so it cannot be polled: "
+                             "use mode: active (or leave mode out)")
+        if not layout.counts and self.number_concentration:
+            raise ValueError(f"model {self.model} sends no particle counts: "
+                             "number_concentration must be false")
+        return self
+
+    @property
+    def streaming(self) -> bool:
+        """True if the sensor sends frames on its own (active mode, or a model without commands)."""
+        return self.mode == "active" or not LAYOUTS[self.model].commands
+
 
 @dataclass(frozen=True, slots=True)
 class Pms5003Frame:
-    """The 13 values of one data frame, as sent (counts per 0.1 L)."""
+    """The values of one data frame, as sent (counts per 0.1 L, T and RH in tenths).
+
+    A count the variant does not send is None; ``reserved`` is the last data word before the
+    checksum (data 13 on the 32-byte frame).
+    """
 
     pm1_cf1: int
     pm25_cf1: int
@@ -86,13 +140,15 @@ class Pms5003Frame:
     pm1_atm: int
     pm25_atm: int
     pm10_atm: int
-    n0_3: int
-    n0_5: int
-    n1_0: int
-    n2_5: int
-    n5_0: int
-    n10: int
+    n0_3: int | None
+    n0_5: int | None
+    n1_0: int | None
+    n2_5: int | None
+    n5_0: int | None
+    n10: int | None
     reserved: int
+    temperature: int | None = None  # 0.1 °C, signed
+    humidity: int | None = None  # 0.1 %RH
 
 
 class _Step(Enum):
@@ -102,9 +158,14 @@ class _Step(Enum):
 
 
 class Pms5003Parser:
-    """Finds frames in a byte stream that has neither gaps nor alignment."""
+    """Finds frames in a byte stream that has neither gaps nor alignment.
 
-    def __init__(self) -> None:
+    With ``model`` only that variant's data length (and acks, if it takes commands) is
+    accepted; without, any family length is, and a length-28 frame is read as a PMS5003.
+    """
+
+    def __init__(self, model: Model | None = None) -> None:
+        self.model = model
         self._frame = bytearray()
         self._last_byte_at = 0.0
 
@@ -141,9 +202,20 @@ class Pms5003Parser:
         if n < 4:
             return _Step.MORE
         length = int.from_bytes(frame[2:4], "big")
-        if length not in (DATA_LENGTH, ACK_LENGTH):
-            return FrameError(f"bad frame length {length} "
-                              f"(expected {DATA_LENGTH} for data or {ACK_LENGTH} for an ack)")
+        if self.model is None:
+            model = BY_LENGTH.get(length)
+            if model is None and length != ACK_LENGTH:
+                return FrameError(f"bad frame length {length} (expected "
+                                  f"{', '.join(map(str, BY_LENGTH))} for data or {ACK_LENGTH} "
+                                  "for an ack)")
+        else:
+            model, layout = self.model, LAYOUTS[self.model]
+            if length != layout.length and not (length == ACK_LENGTH and layout.commands):
+                other = BY_LENGTH.get(length)
+                hint = f"; {length} is a {other} data frame" if other else ""
+                ack = f" or {ACK_LENGTH} for an ack" if layout.commands else ""
+                return FrameError(f"bad frame length {length} for model {self.model} "
+                                  f"(expected {layout.length} for data{ack}{hint})")
         if n < 4 + length:
             return _Step.MORE
         if sum16(frame[:-2]) != frame[-2:]:
@@ -151,30 +223,63 @@ class Pms5003Parser:
                               f"bytes sum to {sum16(frame[:-2]).hex().upper()}")
         if length == ACK_LENGTH:
             return _Step.ACK  # acks only confirm a command; their payload is undocumented
-        return Pms5003Frame(*struct.unpack(">13H", frame[4:30]))
+        return decode_frame(bytes(frame), model)
+
+
+def decode_frame(frame: bytes, model: str) -> Pms5003Frame:
+    """Decode a whole, checked data frame with the layout of ``model``."""
+    layout = LAYOUTS[model]
+    words = struct.unpack(f">{(layout.length - 2) // 2}H", frame[4:layout.length + 2])
+    counts = list(words[6:6 + layout.counts]) + [None] * (6 - layout.counts)
+    climate: tuple[int | None, int | None] = (None, None)
+    if layout.climate is not None:
+        at = (layout.climate - 4) // 2
+        climate = (_s16(words[at]), words[at + 1])
+    return Pms5003Frame(*words[:6], *counts, words[-1], *climate)
+
+
+def _s16(word: int) -> int:
+    return word - 0x10000 if word & 0x8000 else word
 
 
 def _plausible(frame: Pms5003Frame) -> Pms5003Frame | FrameError:
     # sum16 is weak: a truncated frame glued to the next one passes it 1 time in 65 536, so
     # physics must hold too. Rejected frames are rescanned, recovering a frame inside them.
-    values = astuple(frame)
+    masses = (frame.pm1_cf1, frame.pm25_cf1, frame.pm10_cf1,
+              frame.pm1_atm, frame.pm25_atm, frame.pm10_atm)
+    # only the counts this variant sends (none on a PMS3003, four on a PMS5003T)
+    counts = tuple(c for c in (frame.n0_3, frame.n0_5, frame.n1_0, frame.n2_5, frame.n5_0,
+                               frame.n10) if c is not None)
     pm10 = max(frame.pm10_cf1, frame.pm10_atm)
-    if pm10 > 0 and not any(values[6:12]):  # known bad output (PyPMS): mass, no particles
+    if counts and pm10 > 0 and not any(counts):  # known bad output (PyPMS): mass, no particles
         return FrameError(f"implausible frame: PM10 {pm10} µg/m³ but all particle counts are 0")
-    if max(values[:6]) > MAX_MASS:
-        return FrameError(f"implausible frame: {max(values[:6])} µg/m³ is beyond the sensor's "
+    if max(masses) > MAX_MASS:
+        return FrameError(f"implausible frame: {max(masses)} µg/m³ is beyond the sensor's "
                           f"range (max {MAX_MASS})")
-    cf1, atm, counts = values[0:3], values[3:6], values[6:12]
+    cf1, atm = masses[0:3], masses[3:6]
     if list(cf1) != sorted(cf1) or list(atm) != sorted(atm):
         return FrameError(f"implausible frame: PM1 ≤ PM2.5 ≤ PM10 violated ({cf1}, {atm})")
     if list(counts) != sorted(counts, reverse=True):
         return FrameError(f"implausible frame: particle counts are cumulative, so they cannot "
                           f"grow with size ({counts})")
+    if frame.humidity is not None and frame.humidity > MAX_HUMIDITY:
+        return FrameError(f"implausible frame: relative humidity {frame.humidity / 10:g} % "
+                          "is above 100 %")
+    return frame
+
+
+def _as_model(frame: Pms5003Frame, model: str) -> Pms5003Frame:
+    # a parser without a model reads every length-28 frame as a PMS5003; on a PMS5003T the
+    # words at offsets 24-27 are temperature and RH instead of the two largest counts
+    if LAYOUTS[model].climate == 24 and frame.temperature is None and frame.n5_0 is not None:
+        return replace(frame, n5_0=None, n10=None, temperature=_s16(frame.n5_0),
+                       humidity=frame.n10)
     return frame
 
 
 def frame_values(frame: Pms5003Frame, config: Pms5003Config) -> dict[str, float]:
-    """Return the stream values of a frame under ``config`` (basis, number concentration)."""
+    """Return the stream values of a frame under ``config`` (model, basis, number conc.)."""
+    frame, layout = _as_model(frame, config.model), LAYOUTS[config.model]
     if config.basis == "cf1":
         mass = (frame.pm1_cf1, frame.pm25_cf1, frame.pm10_cf1)
     else:
@@ -182,7 +287,11 @@ def frame_values(frame: Pms5003Frame, config: Pms5003Config) -> dict[str, float]
     values = {name: float(v) for name, v in zip(("pm1", "pm25", "pm10"), mass, strict=True)}
     if config.number_concentration:
         # counts are per 0.1 L = 100 cm³
-        values.update({name: getattr(frame, name) / 100 for name in COUNT_STREAMS})
+        values.update({name: getattr(frame, name) / 100
+                       for name in list(COUNT_STREAMS)[:layout.counts]})
+    if layout.climate is not None and frame.temperature is not None:
+        values[TEMPERATURE] = frame.temperature / 10
+        values[HUMIDITY] = (frame.humidity or 0) / 10
     return values
 
 
@@ -198,41 +307,50 @@ class Pms5003(Driver):
         super().__init__(config, context)
         self.config: Pms5003Config = config
         self._transport: SerialTransport | None = None
-        self._parser = Pms5003Parser()
+        self._parser = Pms5003Parser(config.model)
         self._pending: deque[tuple[float, Pms5003Frame | FrameError]] = deque()
         self._awake_since = 0.0
         self._next_poll = 0.0
 
     @classmethod
     def streams(cls, config: Pms5003Config) -> list[StreamSpec]:
-        """PM1, PM2.5 and PM10 mass, plus number concentrations if enabled."""
-        basis = BASIS_LABELS[config.basis]
+        """PM1, PM2.5 and PM10 mass, number concentrations if enabled, T/RH on T variants."""
+        layout, basis = LAYOUTS[config.model], BASIS_LABELS[config.basis]
         specs = [StreamSpec(name, "ug/m3", QuantityClass.PARTICULATE, StatKind.LINEAR,
                             f"{label} mass concentration, {basis}")
                  for name, label in (("pm1", "PM1.0"), ("pm25", "PM2.5"), ("pm10", "PM10"))]
         if config.number_concentration:
             specs += [StreamSpec(name, "/cm3", QuantityClass.PARTICULATE, StatKind.LINEAR,
                                  f"particles > {size} µm per cm³")
-                      for name, size in COUNT_STREAMS.items()]
+                      for name, size in list(COUNT_STREAMS.items())[:layout.counts]]
+        if layout.climate is not None:
+            specs += [StreamSpec(TEMPERATURE, "Cel", QuantityClass.CLIMATE, StatKind.LINEAR,
+                                 "air temperature inside the sensor"),
+                      StreamSpec(HUMIDITY, "%RH", QuantityClass.CLIMATE, StatKind.LINEAR,
+                                 "relative humidity inside the sensor")]
         return specs
 
     @classmethod
     def sample_interval(cls, config: Pms5003Config) -> float:  # type: ignore[override]
         """Passive: the poll interval. Active: ``interval`` if set, else the ~2.3 s cadence."""
-        if config.mode == "active" and "interval" not in config.model_fields_set:
+        if config.streaming and "interval" not in config.model_fields_set:
             return ACTIVE_CADENCE
         return config.interval
 
     def describe(self) -> dict[str, Any]:
-        """Return the settings plus a plain label of the published PM basis."""
-        return {**super().describe(), "pm_basis": BASIS_LABELS[self.config.basis]}
+        """Return the settings, the configured variant and a label of the published PM basis."""
+        described = {**super().describe(), "model": self.model, "variant": self.config.model,
+                     "pm_basis": BASIS_LABELS[self.config.basis]}
+        if not LAYOUTS[self.config.model].commands:
+            described["mode"] = "active"  # the sensor streams; it cannot be told otherwise
+        return described
 
     async def open(self) -> None:
         """Open the port, wake the sensor and (re)send the mode, lost on every power cycle."""
         transport = SerialTransport(self.config.port, self.config.baudrate)
         await transport.open()
         self._transport = transport
-        self._parser = Pms5003Parser()
+        self._parser = Pms5003Parser(self.config.model)
         self._pending.clear()
         try:
             await self.wake()
@@ -241,22 +359,30 @@ class Pms5003(Driver):
             raise
 
     async def wake(self) -> None:
-        """Leave standby, set the mode and restart the warm-up period."""
+        """Leave standby, set the mode and restart the warm-up period.
+
+        A model without commands (PMS3003) is sent nothing; only the warm-up restarts.
+        """
         transport = self._require_open()
-        await transport.write(pms_command(CMD_SLEEP, POWER_WAKE))
-        mode = MODE_PASSIVE if self.config.mode == "passive" else MODE_ACTIVE
-        await transport.write(pms_command(CMD_MODE, mode))
+        if LAYOUTS[self.config.model].commands:
+            await transport.write(pms_command(CMD_SLEEP, POWER_WAKE))
+            mode = MODE_PASSIVE if self.config.mode == "passive" else MODE_ACTIVE
+            await transport.write(pms_command(CMD_MODE, mode))
         self._awake_since = self._next_poll = self.context.clock.monotonic()
 
     async def sleep(self) -> None:
-        """Put the sensor in standby (fan and laser off)."""
-        await self._require_open().write(pms_command(CMD_SLEEP, POWER_SLEEP))
+        """Put the sensor in standby (fan and laser off); a PMS3003 only has its SET pin."""
+        transport = self._require_open()
+        if not LAYOUTS[self.config.model].commands:
+            raise DriverError(f"{self.config.model} on {self.config.port} takes no commands: "
+                              "standby only through its SET pin")
+        await transport.write(pms_command(CMD_SLEEP, POWER_SLEEP))
 
     async def read(self) -> list[Reading] | None:
         """Return the next frame's readings; None in warm-up; raise FrameError for a bad frame."""
         transport = self._require_open()
         if not self._pending:
-            if self.config.mode == "passive":
+            if not self.config.streaming:
                 await self._pace()
                 await transport.write(pms_command(CMD_READ))
             await self._receive(transport)
@@ -278,9 +404,12 @@ class Pms5003(Driver):
         deadline = loop.time() + self.config.read_timeout
         # wait for a data frame, not just any item: a bad frame before the answer to this
         # poll must not make the next read() poll again (the answer would then come late)
-        polled = self.config.mode == "passive"
+        polled, hurried = not self.config.streaming, False
         while not (any(isinstance(item, Pms5003Frame) for _, item in self._pending) if polled
                    else self._pending):
+            if polled and self._pending and not hurried:
+                # a bad frame: the answer follows at once (32 bytes take 33 ms) or never
+                deadline, hurried = min(deadline, loop.time() + AFTER_BAD_FRAME_S), True
             remaining = deadline - loop.time()
             if remaining <= 0:
                 if self._pending:
@@ -297,8 +426,9 @@ class Pms5003(Driver):
         transport, self._transport = self._transport, None
         if transport is None:
             return
-        with contextlib.suppress(DriverError):
-            await transport.write(pms_command(CMD_SLEEP, POWER_SLEEP))
+        if LAYOUTS[self.config.model].commands:
+            with contextlib.suppress(DriverError):
+                await transport.write(pms_command(CMD_SLEEP, POWER_SLEEP))
         await transport.close()
 
     def _require_open(self) -> SerialTransport:

@@ -1,4 +1,7 @@
-"""PMS5003 wire-protocol simulator, byte for byte, with fault injection and a pty front end."""
+"""PMS5003-family wire-protocol simulator, byte for byte, with fault injection and a pty front end.
+
+``variant`` picks the frame layout (``drivers.pms5003.LAYOUTS``); a PMS3003 ignores commands.
+"""
 
 from __future__ import annotations
 
@@ -22,10 +25,12 @@ from edgeagent.drivers.pms5003 import (
     CMD_SLEEP,
     DATA_LENGTH,
     FRAME_START,
+    LAYOUTS,
     MODE_ACTIVE,
     MODE_PASSIVE,
     POWER_SLEEP,
     POWER_WAKE,
+    Model,
     Pms5003,
     Pms5003Config,
     sum16,
@@ -37,12 +42,14 @@ COMMAND_SIZE = 7
 class Pms5003Simulator:
     """The sensor side of the protocol: answers host commands, produces frames and faults."""
 
-    def __init__(self, seed: int = 0) -> None:
+    def __init__(self, seed: int = 0, variant: Model = "pms5003") -> None:
+        self.variant: Model = variant
         self.mode: Literal["active", "passive"] = "active"  # power-up default
         self.sleeping = False
         self.values: dict[str, Any] | None = None  # None: seeded random walk
         self._rng = random.Random(seed)
         self._pm25 = 8.0
+        self._temperature, self._humidity = 215.0, 450.0  # 21.5 °C, 45.0 %RH
         self._rx = bytearray()
 
     @staticmethod
@@ -54,20 +61,55 @@ class Pms5003Simulator:
         return body + sum16(body)
 
     @staticmethod
+    def encode_variant(variant: Model, pm_cf1: tuple[int, int, int],
+                       pm_atm: tuple[int, int, int], counts: tuple[int, ...] = (),
+                       reserved: int = 0x9700, temperature: int = 0, humidity: int = 0,
+                       hcho: int = 0) -> bytes:
+        """Build a data frame of ``variant`` with a correct checksum.
+
+        ``counts`` per 0.1 L (as many as the variant sends: 6, 4 on a PMS5003T, none on a
+        PMS3003), ``temperature`` in 0.1 °C (signed), ``humidity`` in 0.1 %RH, ``hcho`` the raw
+        word at offset 28 of the S variants, ``reserved`` the last data word.
+        """
+        layout = LAYOUTS[variant]
+        if len(counts) != layout.counts:
+            raise ValueError(f"{variant} sends {layout.counts} counts, not {len(counts)}")
+        words = [*pm_cf1, *pm_atm, *counts]
+        if variant == "pms3003":
+            words += [0, 0]  # offsets 16-19: undocumented
+        elif variant == "pms5003t":
+            words += [temperature & 0xFFFF, humidity]
+        elif variant == "pms5003st":
+            words += [hcho, temperature & 0xFFFF, humidity, 0]  # offsets 28-35
+        elif variant == "pms5003s" and hcho:
+            reserved = hcho  # data 13 carries HCHO
+        words.append(reserved)
+        body = FRAME_START + layout.length.to_bytes(2, "big")
+        body += struct.pack(f">{len(words)}H", *words)
+        assert len(body) == layout.length + 2
+        return body + sum16(body)
+
+    @staticmethod
     def ack(cmd: int, data: int) -> bytes:
         """Build the 8-byte acknowledgement ``42 4D 00 04 <cmd> <data> <sum16>``."""
         body = FRAME_START + ACK_LENGTH.to_bytes(2, "big") + bytes([cmd, data & 0xFF])
         return body + sum16(body)
 
     def set_values(self, pm_cf1: tuple[int, int, int], pm_atm: tuple[int, int, int],
-                   counts: tuple[int, ...], reserved: int = 0x9700) -> None:
-        """Send these values in every following frame instead of the random walk."""
+                   counts: tuple[int, ...], reserved: int = 0x9700, **extra: int) -> None:
+        """Send these values in every following frame instead of the random walk.
+
+        ``extra``: ``temperature``, ``humidity``, ``hcho`` for the variants that send them;
+        ``counts`` may be the full six, cut to what the variant sends.
+        """
         self.values = {"pm_cf1": pm_cf1, "pm_atm": pm_atm, "counts": counts,
-                       "reserved": reserved}
+                       "reserved": reserved, **extra}
 
     def next_frame(self) -> bytes:
         """Encode the next frame from the fixed values or one step of the random walk."""
-        return self.encode_frame(**(self.values or self._walk()))
+        values = dict(self.values or self._walk())
+        values["counts"] = tuple(values["counts"])[:LAYOUTS[self.variant].counts]
+        return self.encode_variant(self.variant, **values)
 
     def _walk(self) -> dict[str, Any]:
         self._pm25 = min(300.0, max(1.0, self._pm25 * math.exp(self._rng.gauss(0.0, 0.05))))
@@ -76,7 +118,13 @@ class Pms5003Simulator:
         # CF=1 and atmospheric agree at low concentrations and diverge above ~30 µg/m³
         atm = tuple(v if v <= 30 else round(30 + (v - 30) * 0.67) for v in cf1)
         counts = tuple(round(pm25 * k) for k in (25, 7.5, 1.5, 0.2, 0.03, 0.01))
-        return {"pm_cf1": cf1, "pm_atm": atm, "counts": counts}
+        values: dict[str, Any] = {"pm_cf1": cf1, "pm_atm": atm, "counts": counts}
+        if LAYOUTS[self.variant].climate is not None:
+            self._temperature = min(400.0, max(-100.0, self._temperature
+                                               + self._rng.gauss(0.0, 2.0)))
+            self._humidity = min(950.0, max(50.0, self._humidity + self._rng.gauss(0.0, 5.0)))
+            values.update(temperature=round(self._temperature), humidity=round(self._humidity))
+        return values
 
     def active_frame(self) -> bytes | None:
         """Return the next frame an active-mode sensor sends, or None if asleep or passive."""
@@ -90,7 +138,9 @@ class Pms5003Simulator:
         self._rx.clear()
 
     def handle(self, rx: bytes) -> bytes:
-        """Consume bytes from the host; return what the sensor answers."""
+        """Consume bytes from the host; return what the sensor answers (a PMS3003: nothing)."""
+        if not LAYOUTS[self.variant].commands:
+            return b""  # no command interface: stays awake and in active mode
         self._rx += rx
         out = bytearray()
         while True:

@@ -15,12 +15,14 @@ from edgeagent.drivers.pms5003 import (
     CMD_MODE,
     CMD_READ,
     CMD_SLEEP,
+    LAYOUTS,
     Pms5003,
     Pms5003Config,
     Pms5003Frame,
     Pms5003Parser,
     frame_values,
     pms_command,
+    sum16,
 )
 from edgeagent.drivers.sim.pms5003 import Pms5003Simulator, PtyPms5003, conformance_driver
 
@@ -475,3 +477,256 @@ def test_coverage_interval_follows_the_mode():
     assert Pms5003.sample_interval(config(mode="passive", interval=2.0)) == 2.0
     assert Pms5003.sample_interval(config(mode="active")) == 2.3  # the sensor's own cadence
     assert Pms5003.sample_interval(config(mode="active", interval=1.0)) == 1.0
+
+
+# ---- variants (sensors.md §2.2 "Variants") --------------------------------------------------
+# hand-written frames, one per new layout; the comments give each field's offset
+
+T_HAND = bytes.fromhex(  # PMS5003T, length 28, 32 bytes
+    "42 4D 00 1C"                      # 0-3: "BM", length 28
+    "00 05 00 0C 00 0F"                # 4-9: PM1 / PM2.5 / PM10 CF=1: 5 12 15
+    "00 05 00 0C 00 0F"                # 10-15: atmospheric: 5 12 15
+    "04 B0 01 90 00 50 00 0A"          # 16-23: counts > 0.3 / 0.5 / 1.0 / 2.5: 1200 400 80 10
+    "FF CB"                            # 24-25: temperature s16 -53 = -5.3 °C
+    "02 A2"                            # 26-27: RH 674 = 67.4 %
+    "97 00"                            # 28-29: data 13
+    "05 8F")                           # 30-31: sum16 of bytes 0-29
+ST_HAND = bytes.fromhex(  # PMS5003ST, length 36, 40 bytes
+    "42 4D 00 24"                      # 0-3: "BM", length 36
+    "00 05 00 0C 00 0F 00 05 00 0C 00 0F"  # 4-15: masses CF=1, atmospheric
+    "04 B0 01 90 00 50 00 0A 00 02 00 01"  # 16-27: six counts 1200 400 80 10 2 1
+    "00 1E"                            # 28-29: HCHO (ignored)
+    "00 EB"                            # 30-31: temperature 235 = 23.5 °C
+    "01 C2"                            # 32-33: RH 450 = 45.0 %
+    "00 00 97 00"                      # 34-37: reserved, last data word
+    "04 F8")                           # 38-39: sum16 of bytes 0-37
+P3_HAND = bytes.fromhex(  # PMS3003, length 20, 24 bytes
+    "42 4D 00 14"                      # 0-3: "BM", length 20
+    "00 05 00 0C 00 0F 00 05 00 0C 00 0F"  # 4-15: masses CF=1, atmospheric
+    "00 00 00 00 97 00"                # 16-21: undocumented, last data word 0x9700
+    "01 7A")                           # 22-23: sum16 of bytes 0-21
+T_FRAME = Pms5003Frame(5, 12, 15, 5, 12, 15, 1200, 400, 80, 10, None, None, 0x9700, -53, 674)
+ST_FRAME = Pms5003Frame(5, 12, 15, 5, 12, 15, 1200, 400, 80, 10, 2, 1, 0x9700, 235, 450)
+P3_FRAME = Pms5003Frame(5, 12, 15, 5, 12, 15, None, None, None, None, None, None, 0x9700)
+MASS = dict(pm_cf1=(5, 12, 15), pm_atm=(5, 12, 15))
+
+
+def test_hand_frames_match_the_documented_offsets_and_checksums():
+    for raw, size in ((T_HAND, 32), (ST_HAND, 40), (P3_HAND, 24)):
+        assert len(raw) == size and raw[:2] == b"BM"
+        assert int.from_bytes(raw[2:4], "big") == size - 4
+        assert sum16(raw[:-2]) == raw[-2:]
+    assert int.from_bytes(T_HAND[24:26], "big", signed=True) == -53
+    assert int.from_bytes(T_HAND[26:28], "big") == 674
+    assert int.from_bytes(ST_HAND[30:32], "big") == 235
+    assert int.from_bytes(ST_HAND[32:34], "big") == 450
+    assert {m: LAYOUTS[m].length for m in LAYOUTS} == {
+        "pms5003": 28, "pms7003": 28, "pms1003": 28, "pmsa003": 28, "pms5003s": 28,
+        "pms5003t": 28, "pms3003": 20, "pms5003st": 36}
+
+
+def test_simulator_encodes_the_hand_frames_byte_for_byte():
+    enc = Pms5003Simulator.encode_variant
+    assert enc("pms5003t", **MASS, counts=(1200, 400, 80, 10), temperature=-53,
+               humidity=674) == T_HAND
+    assert enc("pms5003st", **MASS, counts=(1200, 400, 80, 10, 2, 1), hcho=30,
+               temperature=235, humidity=450) == ST_HAND
+    assert enc("pms3003", **MASS) == P3_HAND
+    assert enc("pms5003", (0, 8, 8), (0, 8, 8), (210, 70, 45, 30, 0, 0)) == GOLDEN
+    with pytest.raises(ValueError, match="4 counts"):
+        enc("pms5003t", **MASS, counts=(1, 1, 1, 1, 1, 1))
+
+
+@pytest.mark.parametrize(("model", "raw", "frame"), [
+    ("pms5003t", T_HAND, T_FRAME), ("pms5003st", ST_HAND, ST_FRAME),
+    ("pms3003", P3_HAND, P3_FRAME)], ids=["5003t", "5003st", "3003"])
+def test_hand_frames_decode_per_model(model, raw, frame):
+    assert Pms5003Parser(model).feed(raw, 0.0) == [frame]
+    parser = Pms5003Parser(model)
+    assert [item for b in raw for item in parser.feed(bytes([b]), 0.0)] == [frame]
+
+
+def test_t_and_rh_values_and_negative_temperature():
+    t = config(model="pms5003t", number_concentration=True)
+    assert frame_values(T_FRAME, t) == {
+        "pm1": 5.0, "pm25": 12.0, "pm10": 15.0, "n0_3": 12.0, "n0_5": 4.0, "n1_0": 0.8,
+        "n2_5": 0.1, "temperature": -5.3, "relativeHumidity": 67.4}
+    st = config(model="pms5003st")
+    assert frame_values(ST_FRAME, st) == {"pm1": 5.0, "pm25": 12.0, "pm10": 15.0,
+                                          "temperature": 23.5, "relativeHumidity": 45.0}
+    for model in ("pms5003t", "pms5003st"):
+        sim = Pms5003Simulator(variant=model)
+        counts = (1200, 400, 80, 10, 2, 1)
+        for raw_t in (-400, -1, 0, 1, 850):  # -40.0 … 85.0 °C, s16 on the wire
+            sim.set_values(**MASS, counts=counts, temperature=raw_t, humidity=999)
+            (frame,) = Pms5003Parser(model).feed(sim.next_frame(), 0.0)
+            values = frame_values(frame, config(model=model))
+            assert values["temperature"] == raw_t / 10 and values["relativeHumidity"] == 99.9
+
+
+def test_model_less_parser_reads_5003t_words_as_counts_and_frame_values_reinterprets():
+    # the T frame's s16 -5.3 °C is 65 483 as a count: implausible for a PMS5003 …
+    out = Pms5003Parser().feed(T_HAND, 0.0)
+    assert len(out) == 1 and "cumulative" in str(out[0])
+    # … so the configured model matters; a frame plausible either way is reinterpreted
+    ambiguous = Pms5003Simulator.encode_variant("pms5003t", **MASS, counts=(900, 400, 300, 250),
+                                                temperature=215, humidity=180)
+    (frame,) = Pms5003Parser().feed(ambiguous, 0.0)
+    assert (frame.n5_0, frame.n10) == (215, 180)
+    assert frame_values(frame, config(model="pms5003t"))["temperature"] == 21.5
+    assert Pms5003Parser().feed(ST_HAND + P3_HAND, 0.0) == [ST_FRAME, P3_FRAME]
+
+
+@pytest.mark.parametrize(("model", "wrong", "length"), [
+    ("pms5003", ST_HAND, 36), ("pms5003t", P3_HAND, 20), ("pms5003st", GOLDEN, 28),
+    ("pms3003", GOLDEN, 28), ("pms3003", PASSIVE_ACK, 4)],
+    ids=["5003-got-st", "5003t-got-3003", "5003st-got-5003", "3003-got-5003", "3003-got-ack"])
+def test_length_not_matching_the_model_is_a_frame_error_then_recovery(model, wrong, length):
+    good = {"pms5003": GOLDEN, "pms5003t": T_HAND, "pms5003st": ST_HAND, "pms3003": P3_HAND}
+    parser = Pms5003Parser(model)
+    out = parser.feed(wrong + good[model], 0.0)
+    assert len(out) == 2 and isinstance(out[0], FrameError)
+    assert f"bad frame length {length} for model {model}" in str(out[0])
+    assert str(LAYOUTS[model].length) in str(out[0])
+    assert out[1] == Pms5003Parser(model).feed(good[model], 0.0)[0]
+    # the rejection happens at the length field: a header alone costs the same error
+    again = parser.feed(wrong[:4] + good[model], 1.0)
+    assert [str(item) for item in again[:1]] == [str(out[0])] and again[1:] == out[1:]
+
+
+def test_acks_are_accepted_by_models_with_commands():
+    assert Pms5003Parser("pms5003t").feed(PASSIVE_ACK + T_HAND, 0.0) == [T_FRAME]
+
+
+def test_plausibility_per_variant():
+    enc = Pms5003Simulator.encode_variant
+    # PMS3003: no counts, so mass without counts is fine; the mass rules still hold
+    assert Pms5003Parser("pms3003").feed(enc("pms3003", (0, 0, 3), (0, 0, 3)), 0.0)[0].pm10_cf1 == 3
+    out = Pms5003Parser("pms3003").feed(enc("pms3003", (9, 3, 4), (1, 2, 3)), 0.0)
+    assert "PM1 ≤ PM2.5 ≤ PM10" in str(out[0])
+    # PMS5003T: cumulative over the four counts it sends; zero counts with PM10 still bad
+    bad = enc("pms5003t", (0, 0, 3), (0, 0, 3), (0, 0, 0, 0), temperature=200, humidity=400)
+    assert "all particle counts are 0" in str(Pms5003Parser("pms5003t").feed(bad, 0.0)[0])
+    grows = enc("pms5003t", **MASS, counts=(10, 20, 5, 1), temperature=200, humidity=400)
+    assert "cumulative" in str(Pms5003Parser("pms5003t").feed(grows, 0.0)[0])
+    wet = enc("pms5003st", **MASS, counts=(6, 5, 4, 3, 2, 1), temperature=200, humidity=1001)
+    assert "above 100 %" in str(Pms5003Parser("pms5003st").feed(wet, 0.0)[0])
+
+
+@pytest.mark.parametrize("model", sorted(LAYOUTS))
+def test_simulator_random_walk_per_variant_is_byte_exact_and_plausible(model):
+    sim = Pms5003Simulator(seed=3, variant=model)
+    frames_out = [sim.next_frame() for _ in range(200)]
+    assert {len(f) for f in frames_out} == {LAYOUTS[model].length + 4}
+    assert all(sum16(f[:-2]) == f[-2:] for f in frames_out)
+    decoded = Pms5003Parser(model).feed(b"".join(frames_out), 0.0)
+    assert len(frames(decoded)) == 200
+    has_climate = LAYOUTS[model].climate is not None
+    assert all((f.temperature is not None) == has_climate for f in frames(decoded))
+
+
+def test_variant_config_streams_and_describe():
+    assert config().model == "pms5003"
+    with pytest.raises(ValidationError, match="no particle counts"):
+        config(model="pms3003", number_concentration=True)
+    with pytest.raises(ValidationError, match="no commands"):
+        config(model="pms3003", mode="passive")
+    with pytest.raises(ValidationError):
+        config(model="pms9003")
+    t = Pms5003.streams(config(model="pms5003t", number_concentration=True))
+    assert [s.name for s in t] == ["pm1", "pm25", "pm10", "n0_3", "n0_5", "n1_0", "n2_5",
+                                   "temperature", "relativeHumidity"]
+    assert [(s.unit, s.quantity) for s in t[-2:]] == [
+        ("Cel", QuantityClass.CLIMATE), ("%RH", QuantityClass.CLIMATE)]
+    st = Pms5003.streams(config(model="pms5003st", number_concentration=True))
+    assert [s.name for s in st][3:] == ["n0_3", "n0_5", "n1_0", "n2_5", "n5_0", "n10",
+                                        "temperature", "relativeHumidity"]
+    assert [s.name for s in Pms5003.streams(config(model="pms5003s"))] == ["pm1", "pm25", "pm10"]
+    assert [s.name for s in Pms5003.streams(config(model="pms3003"))] == ["pm1", "pm25", "pm10"]
+    described = Pms5003(config(model="pms5003st"), DriverContext(clock=FakeClock())).describe()
+    assert (described["model"], described["variant"]) == ("Plantower PMS5003", "pms5003st")
+    p3 = Pms5003(config(model="pms3003"), DriverContext(clock=FakeClock()))
+    assert p3.describe()["mode"] == "active" and p3.describe()["variant"] == "pms3003"
+    assert Pms5003.sample_interval(config(model="pms3003")) == 2.3
+
+
+def test_pms3003_simulator_ignores_commands():
+    sim = Pms5003Simulator(variant="pms3003")
+    assert sim.handle(PASSIVE + SLEEP + READ + WAKE) == b""
+    assert (sim.mode, sim.sleeping) == ("active", False)
+    assert len(sim.active_frame()) == 24
+
+
+def test_pms3003_driver_sends_no_command_and_reads_the_stream():
+    async def scenario():
+        async with PtyPms5003(Pms5003Simulator(variant="pms3003")) as pty:
+            driver = driver_for(pty, model="pms3003")
+            await driver.open()
+            pty.emit(P3_HAND + GOLDEN + P3_HAND)
+            first = await driver.read()
+            with pytest.raises(FrameError, match="for model pms3003"):
+                await driver.read()
+            second = await driver.read()
+            with pytest.raises(DriverError, match="no commands"):
+                await driver.sleep()
+            await driver.wake()
+            await driver.close()
+            return first, second, bytes(pty.received)
+
+    first, second, sent = run(scenario)
+    assert [(r.stream, r.value) for r in first] == [("pm1", 5.0), ("pm25", 12.0), ("pm10", 15.0)]
+    assert [r.value for r in second] == [5.0, 12.0, 15.0]
+    assert sent == b""
+
+
+def test_pms5003t_driver_polls_and_publishes_negative_temperature():
+    async def scenario():
+        async with PtyPms5003(Pms5003Simulator(variant="pms5003t")) as pty:
+            pty.sim.set_values(**MASS, counts=(1200, 400, 80, 10), temperature=-53, humidity=674)
+            driver = driver_for(pty, model="pms5003t")
+            await driver.open()
+            readings = await driver.read()
+            await driver.close()
+            await wait_until(lambda: pty.sim.sleeping)
+            return readings, bytes(pty.received)
+
+    readings, sent = run(scenario)
+    assert {r.stream: r.value for r in readings} == {
+        "pm1": 5.0, "pm25": 12.0, "pm10": 15.0, "temperature": -5.3, "relativeHumidity": 67.4}
+    assert sent == WAKE + PASSIVE + READ + SLEEP
+
+
+def test_pms5003st_driver_rejects_a_32_byte_frame_then_recovers():
+    async def scenario():
+        async with PtyPms5003(Pms5003Simulator(variant="pms5003st")) as pty:
+            driver = driver_for(pty, model="pms5003st", mode="active")
+            await driver.open()
+            pty.emit(GOLDEN + ST_HAND)
+            with pytest.raises(FrameError, match="length 28 for model pms5003st"):
+                await driver.read()
+            good = await driver.read()
+            await driver.close()
+            return good
+
+    assert {r.stream: r.value for r in run(scenario)} == {
+        "pm1": 5.0, "pm25": 12.0, "pm10": 15.0, "temperature": 23.5, "relativeHumidity": 45.0}
+
+
+def test_a_corrupted_answer_to_a_poll_is_reported_quickly():
+    async def scenario():
+        async with PtyPms5003() as pty:
+            clock = FakeClock(auto_advance=True)
+            driver = driver_for(pty, clock, read_timeout=30)
+            await driver.open()
+            await wait_until(lambda: len(pty.received) >= 14)  # wake + passive mode taken
+            pty.sim.sleeping = True  # the poll goes unanswered: only the bad frame arrives
+            pty.emit(Pms5003Simulator.corrupt(pty.sim.next_frame()))
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            with pytest.raises(FrameError, match="bad checksum"):
+                await driver.read()
+            waited = loop.time() - started
+            await driver.close()
+            return waited
+
+    assert run(scenario, timeout=40) < 5  # ~0.2 s, not the 30 s read timeout

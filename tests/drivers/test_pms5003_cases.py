@@ -49,8 +49,8 @@ def test_case(case: str):
     wire = read_hex(folder / "wire.hex")
     expected = [json.loads(line) for line in (folder / "expected.jsonl").read_text().splitlines()
                 if line.strip()]
-    in_one_chunk = outcome(Pms5003Parser().feed(wire, 0.0), config)
-    parser = Pms5003Parser()
+    in_one_chunk = outcome(Pms5003Parser(config.model).feed(wire, 0.0), config)
+    parser = Pms5003Parser(config.model)
     byte_by_byte = outcome([item for b in wire for item in parser.feed(bytes([b]), 0.0)], config)
     assert matches(in_one_chunk, expected), in_one_chunk
     assert matches(byte_by_byte, expected), byte_by_byte
