@@ -5,13 +5,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import math
-import os
 import random
 import struct
-import tty
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
@@ -35,6 +32,7 @@ from edgeagent.drivers.pms5003 import (
     Pms5003Config,
     sum16,
 )
+from edgeagent.drivers.sim.pty import PtySimulator
 
 COMMAND_SIZE = 7
 
@@ -191,32 +189,11 @@ class Pms5003Simulator:
         return frame[:k]
 
 
-class PtyPms5003:
+class PtyPms5003(PtySimulator[Pms5003Simulator]):
     """A simulated sensor behind a pseudo-terminal; the driver opens :attr:`port`."""
 
     def __init__(self, sim: Pms5003Simulator | None = None) -> None:
-        self.sim = sim or Pms5003Simulator()
-        self.received = bytearray()  # everything the driver wrote, for byte-exact checks
-        self._master, self._slave = os.openpty()
-        tty.setraw(self._master)
-        self.port = os.ttyname(self._slave)
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    def start(self) -> None:
-        """Answer commands on the running event loop."""
-        self._loop = asyncio.get_running_loop()
-        self._loop.add_reader(self._master, self._on_readable)
-
-    def _on_readable(self) -> None:
-        data = os.read(self._master, 1024)
-        self.received += data
-        reply = self.sim.handle(data)
-        if reply:
-            self.emit(reply)
-
-    def emit(self, data: bytes) -> None:
-        """Write raw bytes to the driver side (frames, garbage, faults)."""
-        os.write(self._master, data)
+        super().__init__(sim or Pms5003Simulator())
 
     async def run_active(self, clock: Clock, cadence: float = ACTIVE_CADENCE) -> None:
         """Send active-mode frames at ``cadence`` until cancelled."""
@@ -225,23 +202,6 @@ class PtyPms5003:
             if frame:
                 self.emit(frame)
             await clock.sleep(cadence)
-
-    def close(self) -> None:
-        """Stop answering and close both ends of the pty; idempotent."""
-        if self._loop is not None:
-            self._loop.remove_reader(self._master)
-            self._loop = None
-        for fd in (self._master, self._slave):
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        self._master = self._slave = -1
-
-    async def __aenter__(self) -> PtyPms5003:
-        self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.close()
 
 
 @contextlib.asynccontextmanager

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import math
-import os
 import random
-import tty
 from collections.abc import AsyncIterator
 from typing import Literal
 
@@ -38,6 +35,7 @@ from edgeagent.drivers.sds011 import (
     Sds011Config,
     sum8,
 )
+from edgeagent.drivers.sim.pty import PtySimulator
 
 CAPTURE_ID = 0x58D9  # the device ID of the real capture in sensors.md §2.1
 
@@ -176,32 +174,11 @@ class Sds011Simulator:
         return frame[:k]
 
 
-class PtySds011:
+class PtySds011(PtySimulator[Sds011Simulator]):
     """A simulated sensor behind a pseudo-terminal; the driver opens :attr:`port`."""
 
     def __init__(self, sim: Sds011Simulator | None = None) -> None:
-        self.sim = sim or Sds011Simulator()
-        self.received = bytearray()  # everything the driver wrote, for byte-exact checks
-        self._master, self._slave = os.openpty()
-        tty.setraw(self._master)
-        self.port = os.ttyname(self._slave)
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    def start(self) -> None:
-        """Answer commands on the running event loop."""
-        self._loop = asyncio.get_running_loop()
-        self._loop.add_reader(self._master, self._on_readable)
-
-    def _on_readable(self) -> None:
-        data = os.read(self._master, 1024)
-        self.received += data
-        reply = self.sim.handle(data)
-        if reply:
-            self.emit(reply)
-
-    def emit(self, data: bytes) -> None:
-        """Write raw bytes to the driver side (frames, garbage, faults)."""
-        os.write(self._master, data)
+        super().__init__(sim or Sds011Simulator())
 
     async def run_active(self, clock: Clock) -> None:
         """Send active-mode frames at the sensor's own cadence until cancelled."""
@@ -210,23 +187,6 @@ class PtySds011:
             if frame:
                 self.emit(frame)
             await clock.sleep(self.sim.report_interval)
-
-    def close(self) -> None:
-        """Stop answering and close both ends of the pty; idempotent."""
-        if self._loop is not None:
-            self._loop.remove_reader(self._master)
-            self._loop = None
-        for fd in (self._master, self._slave):
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        self._master = self._slave = -1
-
-    async def __aenter__(self) -> PtySds011:
-        self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.close()
 
 
 @contextlib.asynccontextmanager

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import os
 import random
 import struct
-import tty
 from collections import deque
 from collections.abc import AsyncIterator
 from typing import Literal
 
 from edgeagent.clock import Clock
 from edgeagent.driver import DriverContext, FrameError
+from edgeagent.drivers.sim.pty import PtySimulator
 from edgeagent.drivers.sps30 import (
     ADDRESS,
     CMD_AUTO_CLEANING,
@@ -217,50 +215,11 @@ class Sps30Simulator:
         return bytes(rng.choice([b for b in range(256) if b != FLAG]) for _ in range(n))
 
 
-class PtySps30:
+class PtySps30(PtySimulator[Sps30Simulator]):
     """A simulated sensor behind a pseudo-terminal; the driver opens :attr:`port`."""
 
     def __init__(self, sim: Sps30Simulator | None = None) -> None:
-        self.sim = sim or Sps30Simulator()
-        self.received = bytearray()  # everything the driver wrote, for byte-exact checks
-        self.mute = False  # unplugged: receive, never answer
-        self._master, self._slave = os.openpty()
-        tty.setraw(self._master)
-        self.port = os.ttyname(self._slave)
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    def start(self) -> None:
-        """Answer commands on the running event loop."""
-        self._loop = asyncio.get_running_loop()
-        self._loop.add_reader(self._master, self._on_readable)
-
-    def _on_readable(self) -> None:
-        data = os.read(self._master, 1024)
-        self.received += data
-        reply = self.sim.handle(data)
-        if reply and not self.mute:
-            self.emit(reply)
-
-    def emit(self, data: bytes) -> None:
-        """Write raw bytes to the driver side (frames, garbage, faults)."""
-        os.write(self._master, data)
-
-    def close(self) -> None:
-        """Stop answering and close both ends of the pty; idempotent."""
-        if self._loop is not None:
-            self._loop.remove_reader(self._master)
-            self._loop = None
-        for fd in (self._master, self._slave):
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        self._master = self._slave = -1
-
-    async def __aenter__(self) -> PtySps30:
-        self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.close()
+        super().__init__(sim or Sps30Simulator())
 
 
 @contextlib.asynccontextmanager
