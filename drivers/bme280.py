@@ -20,6 +20,7 @@ from edgeagent.driver import (
     DriverContext,
     DriverError,
     FrameError,
+    Pacer,
     QuantityClass,
     Reading,
     SensorConfig,
@@ -194,7 +195,7 @@ class Bme280(Driver):
         super().__init__(config, context)
         self.config: Bme280Config = config
         self._open: tuple[I2cDevice, Calibration] | None = None
-        self._next_poll = 0.0
+        self._pacer = Pacer(config.interval)
 
     @classmethod
     def streams(cls, config: Bme280Config) -> list[StreamSpec]:
@@ -236,7 +237,7 @@ class Bme280(Driver):
             await device.close()
             raise
         self._open = device, calibration
-        self._next_poll = self.context.clock.monotonic()
+        self._pacer.start(self.context.clock.monotonic())
 
     async def read(self) -> list[Reading]:
         """Trigger one forced conversion, wait for it and return the compensated values."""
@@ -244,7 +245,7 @@ class Bme280(Driver):
             raise DriverError(f"BME280 on I2C bus {self.config.bus} address "
                               f"0x{self.config.address:02X} is not open")
         device, calibration = self._open
-        await self._pace()
+        await self._pacer.wait(self.context.clock)
         t = self.context.clock.monotonic()
         code, pressure = OSRS_CODE[self.config.oversampling], self.config.pressure
         # ctrl_hum takes effect only with the next ctrl_meas write; both go out every time so
@@ -267,11 +268,6 @@ class Bme280(Driver):
         raise DriverError(f"BME280 at {device.where}: status bit {name} still set after "
                           f"{STATUS_POLLS} polls {STATUS_POLL_PAUSE * 1000:g} ms apart")
 
-    async def _pace(self) -> None:
-        """Measure once per ``interval`` on the injected clock."""
-        clock = self.context.clock
-        await clock.sleep(self._next_poll - clock.monotonic())
-        self._next_poll = max(self._next_poll + self.config.interval, clock.monotonic())
 
     async def close(self) -> None:
         """Release the bus; idempotent. Forced mode leaves the chip asleep already."""

@@ -29,6 +29,7 @@ from edgeagent.driver import (
     DriverContext,
     DriverError,
     FrameError,
+    Pacer,
     QuantityClass,
     Reading,
     SensorConfig,
@@ -310,7 +311,7 @@ class Pms5003(Driver):
         self._parser = Pms5003Parser(config.model)
         self._pending: deque[tuple[float, Pms5003Frame | FrameError]] = deque()
         self._awake_since = 0.0
-        self._next_poll = 0.0
+        self._pacer = Pacer(config.interval)
 
     @classmethod
     def streams(cls, config: Pms5003Config) -> list[StreamSpec]:
@@ -368,7 +369,8 @@ class Pms5003(Driver):
             await transport.write(pms_command(CMD_SLEEP, POWER_WAKE))
             mode = MODE_PASSIVE if self.config.mode == "passive" else MODE_ACTIVE
             await transport.write(pms_command(CMD_MODE, mode))
-        self._awake_since = self._next_poll = self.context.clock.monotonic()
+        self._awake_since = self.context.clock.monotonic()
+        self._pacer.start(self._awake_since)
 
     async def sleep(self) -> None:
         """Put the sensor in standby (fan and laser off); a PMS3003 only has its SET pin."""
@@ -383,7 +385,7 @@ class Pms5003(Driver):
         transport = self._require_open()
         if not self._pending:
             if not self.config.streaming:
-                await self._pace()
+                await self._pacer.wait(self.context.clock)
                 await transport.write(pms_command(CMD_READ))
             await self._receive(transport)
         t, item = self._pending.popleft()
@@ -393,11 +395,6 @@ class Pms5003(Driver):
             return None
         return [Reading(name, value, t) for name, value in frame_values(item, self.config).items()]
 
-    async def _pace(self) -> None:
-        """Poll once per ``interval`` on the injected clock (passive mode)."""
-        clock = self.context.clock
-        await clock.sleep(self._next_poll - clock.monotonic())
-        self._next_poll = max(self._next_poll + self.config.interval, clock.monotonic())
 
     async def _receive(self, transport: SerialTransport) -> None:
         loop = asyncio.get_running_loop()

@@ -24,6 +24,7 @@ from edgeagent.driver import (
     DriverContext,
     DriverError,
     FrameError,
+    Pacer,
     QuantityClass,
     Reading,
     SensorConfig,
@@ -230,7 +231,7 @@ class Sds011(Driver):
         self._pending: deque[tuple[float, Sds011Frame | FrameError]] = deque()
         self._other_ids: set[int] = set()
         self._awake_since = 0.0
-        self._next_poll = 0.0
+        self._pacer = Pacer(config.interval)
 
     @classmethod
     def streams(cls, config: Sds011Config) -> list[StreamSpec]:
@@ -273,7 +274,8 @@ class Sds011(Driver):
         for code, value in ((CMD_SLEEP_WORK, STATE_WORK), (CMD_REPORT_MODE, mode),
                             (CMD_WORKING_PERIOD, self.config.working_period)):
             await transport.write(self._command(code, OP_SET, value))
-        self._awake_since = self._next_poll = self.context.clock.monotonic()
+        self._awake_since = self.context.clock.monotonic()
+        self._pacer.start(self._awake_since)
 
     async def sleep(self) -> None:
         """Stop fan and laser (the laser wears out; the UART stays awake)."""
@@ -284,7 +286,7 @@ class Sds011(Driver):
         transport = self._require_open()
         if not self._pending:
             if self.config.mode == "query":
-                await self._pace()
+                await self._pacer.wait(self.context.clock)
                 await transport.write(self._command(CMD_QUERY_DATA))
             await self._receive(transport)
         t, item = self._pending.popleft()
@@ -295,11 +297,6 @@ class Sds011(Driver):
             return None
         return [Reading(name, value, t) for name, value in values.items()]
 
-    async def _pace(self) -> None:
-        """Query once per ``interval`` on the injected clock."""
-        clock = self.context.clock
-        await clock.sleep(self._next_poll - clock.monotonic())
-        self._next_poll = max(self._next_poll + self.config.interval, clock.monotonic())
 
     async def _receive(self, transport: SerialTransport) -> None:
         loop = asyncio.get_running_loop()

@@ -21,6 +21,7 @@ from edgeagent.driver import (
     DriverContext,
     DriverError,
     FrameError,
+    Pacer,
     QuantityClass,
     Reading,
     SensorConfig,
@@ -90,7 +91,7 @@ class Sht3x(Driver):
         self.config: Sht3xConfig = config
         self.status: int | None = None
         self._device: I2cDevice | None = None
-        self._next_measurement = 0.0
+        self._pacer = Pacer(config.interval)
 
     @classmethod
     def streams(cls, config: Sht3xConfig) -> list[StreamSpec]:
@@ -124,14 +125,14 @@ class Sht3x(Driver):
             raise
         self.status = status
         self._device = device
-        self._next_measurement = clock.monotonic()
+        self._pacer.start(clock.monotonic())
         self.context.log.debug("SHT3x on %s, status 0x%04X", device.where, status)
 
     async def read(self) -> list[Reading]:
         """Measure once; FrameError on a bad CRC, DriverError on a NACK."""
         device = self._require_open()
         clock = self.context.clock
-        await self._pace()
+        await self._pacer.wait(self.context.clock)
         started = clock.monotonic()
         await device.write(CMD_MEASURE[self.config.repeatability])
         # without stretching a read NACKs until the conversion is done: wait its worst case
@@ -139,12 +140,6 @@ class Sht3x(Driver):
         values = decode_measurement(await device.read(ANSWER_LENGTH))
         return [Reading(name, value, started) for name, value in values.items()]
 
-    async def _pace(self) -> None:
-        """Measure once per ``interval`` on the injected clock."""
-        clock = self.context.clock
-        await clock.sleep(self._next_measurement - clock.monotonic())
-        self._next_measurement = max(self._next_measurement + self.config.interval,
-                                     clock.monotonic())
 
     async def close(self) -> None:
         """Release the bus; idempotent. After a single shot the chip idles by itself."""

@@ -20,6 +20,7 @@ from edgeagent.driver import (
     DriverContext,
     DriverError,
     FrameError,
+    Pacer,
     QuantityClass,
     Reading,
     SensorConfig,
@@ -95,7 +96,7 @@ class Sht4x(Driver):
         self.config: Sht4xConfig = config
         self.serial_number: int | None = None
         self._device: I2cDevice | None = None
-        self._next_measurement = 0.0
+        self._pacer = Pacer(config.interval)
 
     @classmethod
     def streams(cls, config: Sht4xConfig) -> list[StreamSpec]:
@@ -130,7 +131,7 @@ class Sht4x(Driver):
             raise
         self.serial_number = high << 16 | low
         self._device = device
-        self._next_measurement = clock.monotonic()
+        self._pacer.start(clock.monotonic())
         self.context.log.debug("SHT4x on %s, serial number 0x%08X", device.where,
                                self.serial_number)
 
@@ -138,7 +139,7 @@ class Sht4x(Driver):
         """Measure once; FrameError on a bad CRC, DriverError on a NACK."""
         device = self._require_open()
         clock = self.context.clock
-        await self._pace()
+        await self._pacer.wait(self.context.clock)
         started = clock.monotonic()
         await device.write(bytes([CMD_MEASURE[self.config.precision]]))
         # no clock stretching: the chip NACKs until done, so wait its worst-case time first
@@ -146,12 +147,6 @@ class Sht4x(Driver):
         values = decode_measurement(await device.read(ANSWER_LENGTH))
         return [Reading(name, value, started) for name, value in values.items()]
 
-    async def _pace(self) -> None:
-        """Measure once per ``interval`` on the injected clock."""
-        clock = self.context.clock
-        await clock.sleep(self._next_measurement - clock.monotonic())
-        self._next_measurement = max(self._next_measurement + self.config.interval,
-                                     clock.monotonic())
 
     async def close(self) -> None:
         """Release the bus; idempotent. The chip idles by itself between measurements."""

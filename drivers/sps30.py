@@ -26,6 +26,7 @@ from edgeagent.driver import (
     DriverContext,
     DriverError,
     FrameError,
+    Pacer,
     QuantityClass,
     Reading,
     SensorConfig,
@@ -275,7 +276,7 @@ class Sps30(Driver):
         self._pending: deque[ShdlcReply | FrameError] = deque()
         self._held: list[ShdlcReply] = []  # a read answer that arrived after a bad frame
         self._started_at = 0.0
-        self._next_poll = 0.0
+        self._pacer = Pacer(config.interval)
         self.serial_number: str | None = None
 
     @classmethod
@@ -323,7 +324,7 @@ class Sps30(Driver):
         """Start measurement in float format and restart the warm-up period."""
         self._check(await self.command(CMD_START, START_FLOAT, what="start"), "start")
         self._started_at = self.context.clock.monotonic()
-        self._next_poll = self._started_at + NEW_DATA_PERIOD  # first values after 1 s
+        self._pacer.start(self._started_at + NEW_DATA_PERIOD)  # first values after 1 s
 
     async def stop(self) -> None:
         """Stop measurement (fan and laser off, back to Idle)."""
@@ -353,7 +354,7 @@ class Sps30(Driver):
         if self._held:  # the answer that followed a bad frame: no new poll for it
             reply = self._held.pop()
         else:
-            await self._pace()
+            await self._pacer.wait(self.context.clock)
             reply = await self.command(CMD_READ, what="read measured values")
         self._check(reply, "read measured values")
         t = self.context.clock.monotonic()
@@ -371,10 +372,6 @@ class Sps30(Driver):
             self.context.log.warning("SPS30 on %s reports a device status flag (fan, laser or "
                                      "fan speed); read the status register", self.config.port)
 
-    async def _pace(self) -> None:
-        clock = self.context.clock
-        await clock.sleep(self._next_poll - clock.monotonic())
-        self._next_poll = max(self._next_poll + self.config.interval, clock.monotonic())
 
     async def _answer(self, cmd: int, timeout: float, what: str, *,
                       required: bool = True) -> ShdlcReply | None:

@@ -22,6 +22,7 @@ from edgeagent.driver import (
     DriverContext,
     DriverError,
     FrameError,
+    Pacer,
     Reading,
     SensorConfig,
     StreamSpec,
@@ -91,7 +92,7 @@ class Sps30I2c(Driver):
         self.serial_number: str | None = None
         self._device: I2cDevice | None = None
         self._started_at = 0.0
-        self._next_poll = 0.0
+        self._pacer = Pacer(config.interval)
 
     @classmethod
     def streams(cls, config: Sps30I2cConfig) -> list[StreamSpec]:
@@ -128,13 +129,13 @@ class Sps30I2c(Driver):
             raise
         self._device = device
         self._started_at = clock.monotonic()
-        self._next_poll = self._started_at + NEW_DATA_PERIOD
+        self._pacer.start(self._started_at + NEW_DATA_PERIOD)
 
     async def read(self) -> list[Reading] | None:
         """Poll data-ready; None if nothing new or in warm-up; FrameError on a bad CRC."""
         device = self._require_open()
         clock = self.context.clock
-        await self._pace()
+        await self._pacer.wait(self.context.clock)
         await device.write(CMD_DATA_READY)
         (ready,) = check_words(await device.read(READY_LENGTH))
         if not ready:
@@ -146,10 +147,6 @@ class Sps30I2c(Driver):
             return None
         return [Reading(name, value, t) for name, value in values.items()]
 
-    async def _pace(self) -> None:
-        clock = self.context.clock
-        await clock.sleep(self._next_poll - clock.monotonic())
-        self._next_poll = max(self._next_poll + self.config.interval, clock.monotonic())
 
     async def close(self) -> None:
         """Stop measurement (best effort) and release the bus; idempotent."""

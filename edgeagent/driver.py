@@ -146,6 +146,23 @@ class Driver(abc.ABC):
         return {"model": self.model, **self.config.model_dump(mode="json", exclude={"id"})}
 
 
+class Pacer:
+    """One sample per ``interval`` on the injected clock, for drivers that poll."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.next_at = 0.0
+
+    def start(self, at: float) -> None:
+        """The first sample is due at monotonic time ``at``."""
+        self.next_at = at
+
+    async def wait(self, clock: Clock) -> None:
+        """Sleep until the next sample is due; after a late one there is no catch-up burst."""
+        await clock.sleep(self.next_at - clock.monotonic())
+        self.next_at = max(self.next_at + self.interval, clock.monotonic())
+
+
 def available_drivers() -> dict[str, Any]:
     """Entry points of all installed drivers, by name."""
     return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}

@@ -162,3 +162,22 @@ def test_fake_clock_steps_sleepers_in_deadline_order():
         return woke
 
     assert asyncio.run(scenario()) == [("a", 0.5), ("b", 2.0)]
+
+
+def test_pacer_keeps_the_rhythm_and_does_not_burst_after_a_late_sample():
+    import asyncio
+
+    from edgeagent.driver import Pacer
+
+    async def scenario():
+        clock = FakeClock(start_mono=0.0, auto_advance=True)
+        pacer = Pacer(2.0)
+        pacer.start(0.0)
+        times = []
+        for late in (0, 0, 5.0, 0, 0):
+            await pacer.wait(clock)
+            times.append(clock.monotonic())
+            clock.advance(late)  # a slow sample (e.g. a long I2C conversion)
+        return times
+
+    assert asyncio.run(scenario()) == [0.0, 2.0, 4.0, 9.0, 11.0]
