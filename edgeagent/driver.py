@@ -160,7 +160,7 @@ class Pacer:
     async def wait(self, clock: Clock) -> None:
         """Sleep until the next sample is due; after a late one there is no catch-up burst."""
         await clock.sleep(self.next_at - clock.monotonic())
-        self.next_at = max(self.next_at + self.interval, clock.monotonic())
+        self.next_at = max(self.next_at, clock.monotonic()) + self.interval
 
 
 def available_drivers() -> dict[str, Any]:

@@ -575,7 +575,7 @@ def test_warmup_returns_none_until_the_clock_passes_it():
             results = [await driver.read()]
             clock.advance(29.9)
             results.append(await driver.read())
-            clock.advance(0.1)
+            clock.advance(1.0)  # the next poll is one interval after the late one
             results.append(await driver.read())
             await driver.sleep()
             await driver.wake()  # restarts the warm-up
