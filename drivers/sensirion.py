@@ -1,4 +1,4 @@
-"""Helpers shared by the Sensirion I2C drivers (SHT3x, SHT4x; later SPS30, SEN5x). Not a driver.
+"""Helpers and a base class shared by the Sensirion I2C drivers; not itself a registered driver.
 
 Every 16-bit data word on the wire is followed by one CRC byte: CRC-8 with polynomial 0x31
 (x⁸ + x⁵ + x⁴ + 1), init 0xFF, no reflection, no final XOR; check value CRC(``BE EF``) = 0x92
@@ -8,10 +8,27 @@ Every 16-bit data word on the wire is followed by one CRC byte: CRC-8 with polyn
 from __future__ import annotations
 
 import contextlib
+from typing import Any, ClassVar
 
 from pydantic import BeforeValidator
 
-from edgeagent.driver import FrameError
+from edgeagent.driver import (
+    Driver,
+    DriverContext,
+    DriverError,
+    FrameError,
+    Pacer,
+    QuantityClass,
+    Reading,
+    SensorConfig,
+    StatKind,
+    StreamSpec,
+)
+from edgeagent.i2c import I2cDevice
+
+TEMPERATURE = "temperature"
+HUMIDITY = "relativeHumidity"
+ANSWER_LENGTH = 6  # a T/RH measurement: two words, each followed by its CRC
 
 CRC8_POLYNOMIAL = 0x31
 CRC8_INIT = 0xFF
@@ -84,3 +101,88 @@ def address_validator(*allowed: int) -> BeforeValidator:
         raise ValueError(f"must be {names} (got {got})")
 
     return BeforeValidator(check)
+
+
+class SensirionRht(Driver):
+    """The shared body of the Sensirion T/RH drivers (SHT3x, SHT4x).
+
+    Open = reset + an identifying read (proves the chip answers); read = one paced,
+    non-stretching measurement: command, wait the worst-case conversion, 6-byte answer.
+    Subclasses name the chip and give the commands.
+    """
+
+    #: Chip family for messages, e.g. "SHT4x".
+    family: ClassVar[str]
+    #: What the identifying read at open returns, for messages ("serial number").
+    identity: ClassVar[str]
+
+    def __init__(self, config: Any, context: DriverContext) -> None:
+        super().__init__(config, context)
+        self._device: I2cDevice | None = None
+        self._pacer = Pacer(config.interval)
+
+    @classmethod
+    def streams(cls, config: SensorConfig) -> list[StreamSpec]:
+        """Temperature in °C and relative humidity in %."""
+        return [
+            StreamSpec(TEMPERATURE, "Cel", QuantityClass.CLIMATE, StatKind.LINEAR,
+                       "air temperature at the sensor"),
+            StreamSpec(HUMIDITY, "%RH", QuantityClass.CLIMATE, StatKind.LINEAR,
+                       "relative humidity in percent (0–100)"),
+        ]
+
+    def describe(self) -> dict[str, Any]:
+        """Return the settings with the address in hex."""
+        return {**super().describe(), "address": f"0x{self.config.address:02X}"}
+
+    async def _identify(self, device: I2cDevice) -> None:
+        """Reset the chip and read something that proves it answers (FrameError if garbled)."""
+        raise NotImplementedError
+
+    def _measure(self) -> tuple[bytes, float]:
+        """The measure command and its worst-case conversion time."""
+        raise NotImplementedError
+
+    def _decode(self, raw: bytes) -> dict[str, float]:
+        """Stream values from the 6-byte answer (FrameError on a bad CRC)."""
+        raise NotImplementedError
+
+    async def open(self) -> None:
+        """Open the bus and identify the chip; any failure releases the bus again."""
+        device = I2cDevice(self.config.bus, self.config.address, self.context.i2c)
+        try:
+            await device.open()
+            await self._identify(device)
+        except FrameError as exc:  # nothing to count at open: the chip is unusable
+            await device.close()
+            raise DriverError(f"{device.where}: bad {self.identity} answer: {exc}") from exc
+        except BaseException:  # NACK, missing bus, cancellation: release the bus
+            await device.close()
+            raise
+        self._device = device
+        self._pacer.start(self.context.clock.monotonic())
+
+    async def read(self) -> list[Reading]:
+        """Measure once; FrameError on a bad CRC, DriverError on a NACK."""
+        device = self._require_open()
+        clock = self.context.clock
+        await self._pacer.wait(clock)
+        started = clock.monotonic()
+        command, seconds = self._measure()
+        await device.write(command)
+        # no clock stretching: the chip NACKs until done, so wait its worst-case time first
+        await clock.sleep(seconds)
+        values = self._decode(await device.read(ANSWER_LENGTH))
+        return [Reading(name, value, started) for name, value in values.items()]
+
+    async def close(self) -> None:
+        """Release the bus; idempotent. The chip idles by itself between measurements."""
+        device, self._device = self._device, None
+        if device is not None:
+            await device.close()
+
+    def _require_open(self) -> I2cDevice:
+        if self._device is None:
+            raise DriverError(f"{self.family} on I2C bus {self.config.bus} address "
+                              f"0x{self.config.address:02X} is not open")
+        return self._device

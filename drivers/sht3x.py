@@ -17,18 +17,18 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import Field
 
 from edgeagent.driver import (
-    Driver,
     DriverContext,
-    DriverError,
     FrameError,
-    Pacer,
-    QuantityClass,
-    Reading,
     SensorConfig,
-    StatKind,
-    StreamSpec,
 )
-from edgeagent.drivers.sensirion import address_validator, check_words
+from edgeagent.drivers.sensirion import (
+    ANSWER_LENGTH,
+    HUMIDITY,
+    TEMPERATURE,
+    SensirionRht,
+    address_validator,
+    check_words,
+)
 from edgeagent.i2c import I2cDevice
 
 ADDRESSES = (0x44, 0x45)
@@ -40,9 +40,6 @@ CMD_SOFT_RESET = b"\x30\xa2"
 SOFT_RESET_SECONDS = 0.002  # datasheet maximum 1.5 ms
 CMD_READ_STATUS = b"\xf3\x2d"
 STATUS_LENGTH = 3  # one word and its CRC
-ANSWER_LENGTH = 6  # two words, each followed by its CRC
-TEMPERATURE = "temperature"
-HUMIDITY = "relativeHumidity"
 
 
 def temperature_celsius(word: int) -> float:
@@ -79,76 +76,31 @@ class Sht3xConfig(SensorConfig):
         "high", description="Single-shot command 24 00 / 24 0B / 24 16")
 
 
-class Sht3x(Driver):
+class Sht3x(SensirionRht):
     """Sensirion SHT3x driver: one single-shot measurement per ``interval``."""
 
     Config = Sht3xConfig
     model: ClassVar[str] = "Sensirion SHT3x"
+    family: ClassVar[str] = "SHT3x"
+    identity: ClassVar[str] = "status register"
     sample_config: ClassVar[dict[str, Any]] = {"id": "climate", "driver": "sht3x", "bus": 1}
 
     def __init__(self, config: Sht3xConfig, context: DriverContext) -> None:
         super().__init__(config, context)
         self.config: Sht3xConfig = config
         self.status: int | None = None
-        self._device: I2cDevice | None = None
-        self._pacer = Pacer(config.interval)
 
-    @classmethod
-    def streams(cls, config: Sht3xConfig) -> list[StreamSpec]:
-        """Temperature in °C and relative humidity in %."""
-        return [
-            StreamSpec(TEMPERATURE, "Cel", QuantityClass.CLIMATE, StatKind.LINEAR,
-                       "air temperature at the sensor"),
-            StreamSpec(HUMIDITY, "%RH", QuantityClass.CLIMATE, StatKind.LINEAR,
-                       "relative humidity in percent (0–100)"),
-        ]
+    async def _identify(self, device: I2cDevice) -> None:
+        await device.write(CMD_SOFT_RESET)
+        await self.context.clock.sleep(SOFT_RESET_SECONDS)
+        await device.write(CMD_READ_STATUS)
+        (self.status,) = check_words(await device.read(STATUS_LENGTH))
+        self.context.log.debug("SHT3x on %s, status 0x%04X", device.where, self.status)
 
-    def describe(self) -> dict[str, Any]:
-        """Return the settings with the address in hex."""
-        return {**super().describe(), "address": f"0x{self.config.address:02X}"}
+    def _measure(self) -> tuple[bytes, float]:
+        # single shot without clock stretching: a read NACKs until the conversion is done
+        repeatability = self.config.repeatability
+        return CMD_MEASURE[repeatability], MEASURE_SECONDS[repeatability]
 
-    async def open(self) -> None:
-        """Open the bus, soft-reset the chip and read its status register (proves it answers)."""
-        clock = self.context.clock
-        device = I2cDevice(self.config.bus, self.config.address, self.context.i2c)
-        try:
-            await device.open()
-            await device.write(CMD_SOFT_RESET)
-            await clock.sleep(SOFT_RESET_SECONDS)
-            await device.write(CMD_READ_STATUS)
-            (status,) = check_words(await device.read(STATUS_LENGTH))
-        except FrameError as exc:  # nothing to count at open: the chip is unusable
-            await device.close()
-            raise DriverError(f"{device.where}: bad status register answer: {exc}") from exc
-        except BaseException:  # NACK, missing bus, cancellation: release the bus
-            await device.close()
-            raise
-        self.status = status
-        self._device = device
-        self._pacer.start(clock.monotonic())
-        self.context.log.debug("SHT3x on %s, status 0x%04X", device.where, status)
-
-    async def read(self) -> list[Reading]:
-        """Measure once; FrameError on a bad CRC, DriverError on a NACK."""
-        device = self._require_open()
-        clock = self.context.clock
-        await self._pacer.wait(self.context.clock)
-        started = clock.monotonic()
-        await device.write(CMD_MEASURE[self.config.repeatability])
-        # without stretching a read NACKs until the conversion is done: wait its worst case
-        await clock.sleep(MEASURE_SECONDS[self.config.repeatability])
-        values = decode_measurement(await device.read(ANSWER_LENGTH))
-        return [Reading(name, value, started) for name, value in values.items()]
-
-
-    async def close(self) -> None:
-        """Release the bus; idempotent. After a single shot the chip idles by itself."""
-        device, self._device = self._device, None
-        if device is not None:
-            await device.close()
-
-    def _require_open(self) -> I2cDevice:
-        if self._device is None:
-            raise DriverError(f"SHT3x on I2C bus {self.config.bus} address "
-                              f"0x{self.config.address:02X} is not open")
-        return self._device
+    def _decode(self, raw: bytes) -> dict[str, float]:
+        return decode_measurement(raw)

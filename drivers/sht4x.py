@@ -16,18 +16,18 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BeforeValidator, Field
 
 from edgeagent.driver import (
-    Driver,
     DriverContext,
-    DriverError,
     FrameError,
-    Pacer,
-    QuantityClass,
-    Reading,
     SensorConfig,
-    StatKind,
-    StreamSpec,
 )
-from edgeagent.drivers.sensirion import address_validator, check_words
+from edgeagent.drivers.sensirion import (
+    ANSWER_LENGTH,
+    HUMIDITY,
+    TEMPERATURE,
+    SensirionRht,
+    address_validator,
+    check_words,
+)
 from edgeagent.i2c import I2cDevice
 
 ADDRESSES = (0x44, 0x45)
@@ -38,9 +38,6 @@ CMD_READ_SERIAL = 0x89
 READ_SERIAL_SECONDS = 0.010
 CMD_SOFT_RESET = 0x94
 SOFT_RESET_SECONDS = 0.001
-ANSWER_LENGTH = 6  # two words, each followed by its CRC
-TEMPERATURE = "temperature"
-HUMIDITY = "relativeHumidity"
 
 
 def temperature_celsius(word: int) -> float:
@@ -84,78 +81,34 @@ class Sht4xConfig(SensorConfig):
         "off", description="Heater pulses are not supported yet")
 
 
-class Sht4x(Driver):
+class Sht4x(SensirionRht):
     """Sensirion SHT4x driver: one triggered measurement per ``interval``."""
 
     Config = Sht4xConfig
     model: ClassVar[str] = "Sensirion SHT4x"
+    family: ClassVar[str] = "SHT4x"
+    identity: ClassVar[str] = "serial number"
     sample_config: ClassVar[dict[str, Any]] = {"id": "climate", "driver": "sht4x", "bus": 1}
 
     def __init__(self, config: Sht4xConfig, context: DriverContext) -> None:
         super().__init__(config, context)
         self.config: Sht4xConfig = config
         self.serial_number: int | None = None
-        self._device: I2cDevice | None = None
-        self._pacer = Pacer(config.interval)
 
-    @classmethod
-    def streams(cls, config: Sht4xConfig) -> list[StreamSpec]:
-        """Temperature in °C and relative humidity in %."""
-        return [
-            StreamSpec(TEMPERATURE, "Cel", QuantityClass.CLIMATE, StatKind.LINEAR,
-                       "air temperature at the sensor"),
-            StreamSpec(HUMIDITY, "%RH", QuantityClass.CLIMATE, StatKind.LINEAR,
-                       "relative humidity in percent (0–100)"),
-        ]
-
-    def describe(self) -> dict[str, Any]:
-        """Return the settings with the address in hex."""
-        return {**super().describe(), "address": f"0x{self.config.address:02X}"}
-
-    async def open(self) -> None:
-        """Open the bus, soft-reset the chip and read its serial number (proves it answers)."""
+    async def _identify(self, device: I2cDevice) -> None:
         clock = self.context.clock
-        device = I2cDevice(self.config.bus, self.config.address, self.context.i2c)
-        try:
-            await device.open()
-            await device.write(bytes([CMD_SOFT_RESET]))
-            await clock.sleep(SOFT_RESET_SECONDS)
-            await device.write(bytes([CMD_READ_SERIAL]))
-            await clock.sleep(READ_SERIAL_SECONDS)
-            high, low = check_words(await device.read(ANSWER_LENGTH))
-        except FrameError as exc:  # nothing to count at open: the chip is unusable
-            await device.close()
-            raise DriverError(f"{device.where}: bad serial number answer: {exc}") from exc
-        except BaseException:  # NACK, missing bus, cancellation: release the bus
-            await device.close()
-            raise
+        await device.write(bytes([CMD_SOFT_RESET]))
+        await clock.sleep(SOFT_RESET_SECONDS)
+        await device.write(bytes([CMD_READ_SERIAL]))
+        await clock.sleep(READ_SERIAL_SECONDS)
+        high, low = check_words(await device.read(ANSWER_LENGTH))
         self.serial_number = high << 16 | low
-        self._device = device
-        self._pacer.start(clock.monotonic())
         self.context.log.debug("SHT4x on %s, serial number 0x%08X", device.where,
                                self.serial_number)
 
-    async def read(self) -> list[Reading]:
-        """Measure once; FrameError on a bad CRC, DriverError on a NACK."""
-        device = self._require_open()
-        clock = self.context.clock
-        await self._pacer.wait(self.context.clock)
-        started = clock.monotonic()
-        await device.write(bytes([CMD_MEASURE[self.config.precision]]))
-        # no clock stretching: the chip NACKs until done, so wait its worst-case time first
-        await clock.sleep(MEASURE_SECONDS[self.config.precision])
-        values = decode_measurement(await device.read(ANSWER_LENGTH))
-        return [Reading(name, value, started) for name, value in values.items()]
+    def _measure(self) -> tuple[bytes, float]:
+        precision = self.config.precision
+        return bytes([CMD_MEASURE[precision]]), MEASURE_SECONDS[precision]
 
-
-    async def close(self) -> None:
-        """Release the bus; idempotent. The chip idles by itself between measurements."""
-        device, self._device = self._device, None
-        if device is not None:
-            await device.close()
-
-    def _require_open(self) -> I2cDevice:
-        if self._device is None:
-            raise DriverError(f"SHT4x on I2C bus {self.config.bus} address "
-                              f"0x{self.config.address:02X} is not open")
-        return self._device
+    def _decode(self, raw: bytes) -> dict[str, float]:
+        return decode_measurement(raw)
