@@ -187,6 +187,8 @@ class PrivacyGate:
                 entry["suppressed"] = reason is not None
             if reason:
                 entry.update({stat: None for stat in allowed}, suppressed_reason=reason)
+            elif name in window.flags:
+                entry["flags"] = window.flags[name]  # plausibility, not personal data
             values[name] = entry
         body = {"gateway": self.gateway_id, "sensor": window.sensor_id, **meta,
                 "window": {"start": rfc3339(window.start), "end": rfc3339(window.end),

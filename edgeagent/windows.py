@@ -16,6 +16,8 @@ from edgeagent.clock import Clock, ClockQuality
 from edgeagent.driver import Reading, StatKind, StreamSpec
 
 _QUALITY_ORDER = [ClockQuality.SYNCED, ClockQuality.RTC, ClockQuality.UNSYNCED]
+#: Windows in a row in which all level streams of a sensor stayed one value: flagged stuck.
+STUCK_WINDOWS = 3
 
 
 class StreamStats:
@@ -74,6 +76,8 @@ class ClosedWindow:
     errors: int
     stats: dict[str, StreamStats]
     streams: dict[str, StreamSpec]
+    #: Plausibility flags per stream, e.g. ``{"pm25": ["stuck"]}``; published, never dropped.
+    flags: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -105,6 +109,7 @@ class SensorWindows:
         self._clock = clock
         self._open: _Open | None = None
         self._last_end_wall: float | None = None
+        self._repeats: tuple[dict[str, tuple[float, float]], int] | None = None
 
     def _new(self, start_mono: float, start_wall: float | None) -> _Open:
         """Open a window at ``start_mono``; ``start_wall`` is set when contiguous."""
@@ -183,4 +188,23 @@ class SensorWindows:
         return ClosedWindow(sensor_id=self.sensor_id, start=window.start_wall, end=end_wall,
                             seconds=self.length, clock=window.clock, partial=partial,
                             coverage=coverage, errors=window.errors, stats=window.stats,
-                            streams=self.streams)
+                            streams=self.streams, flags=self._stuck_flags(window.stats))
+
+    def _stuck_flags(self, stats: dict[str, StreamStats]) -> dict[str, list[str]]:
+        """Flag a sensor whose every level stream stayed one identical value for several windows.
+
+        A frozen sensor (fan blocked, firmware hang) keeps sending its last frame, so all its
+        values freeze together; one constant stream alone (PM1 at 0 in clean air) is normal.
+        Counters are exempt: zero people for hours is normal too.
+        """
+        levels = {name: (st.minimum, st.maximum) for name, st in stats.items()
+                  if st.kind is not StatKind.COUNTER}
+        frozen = bool(levels) and all(stats[name].n >= 2 and low == high
+                                      for name, (low, high) in levels.items())
+        if not frozen:
+            self._repeats = None
+            return {}
+        previous, count = self._repeats or (None, 0)
+        count = count + 1 if previous == levels else 1
+        self._repeats = (levels, count)
+        return {name: ["stuck"] for name in levels} if count >= STUCK_WINDOWS else {}

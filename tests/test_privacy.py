@@ -127,3 +127,19 @@ def test_partial_window_shorter_than_the_minimum_is_suppressed_for_every_stream(
     assert values["people"]["sum"] is None  # 150 people, but in a 50 s slice: withheld
     assert all(values["pm25"][s] is None for s in ("mean", "min", "max", "stddev"))
     assert values["pm25"]["n"] == 50
+
+
+def test_plausibility_flags_pass_the_gate_and_match_the_schema():
+    from edgeagent import contract
+
+    clock = FakeClock(start_wall=1_767_225_600.0)
+    windows = SensorWindows("s", [PM], 60, 1.0, clock)
+    closed = []
+    for _ in range(4 * 60):  # a frozen sensor: the same value for four minutes
+        closed += windows.add([Reading("pm25", 7.0, clock.monotonic())])
+        clock.advance(1)
+    gate = PrivacyGate(PrivacyConfig(preset="strict"), "gw")
+    bodies = [gate.release_window(w, META).body for w in closed]
+    assert [b["values"]["pm25"].get("flags") for b in bodies] == [None, None, ["stuck"]]
+    message = {"seq": 2, "store": "0" * 32, **bodies[-1]}
+    assert contract.problems("data", message) == []

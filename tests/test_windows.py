@@ -181,3 +181,41 @@ def test_pacer_keeps_the_rhythm_and_does_not_burst_after_a_late_sample():
         return times
 
     assert asyncio.run(scenario()) == [0.0, 2.0, 4.0, 9.0, 11.0]
+
+
+def test_a_frozen_sensor_is_flagged_stuck_after_three_identical_windows():
+    clock = FakeClock(start_wall=ALIGNED)
+    pm10 = StreamSpec("pm10", "ug/m3", QuantityClass.PARTICULATE)
+    windows = SensorWindows("s", [PM, pm10, PEOPLE], 10, 1.0, clock)
+
+    def window(pm25: list[float], pm10_values: list[float]):
+        closed = []
+        for a, b in zip(pm25, pm10_values, strict=True):
+            now = clock.monotonic()
+            closed += windows.add([Reading("pm25", a, now), Reading("pm10", b, now),
+                                   Reading("people", 0.0, now)])
+            clock.advance(1)
+        return closed
+
+    frozen = ([8.0] * 10, [12.0] * 10)
+    flags = []
+    for _ in range(5):
+        flags += [w.flags for w in window(*frozen)]
+    flags += [w.flags for w in window([8.0] * 10, [12.0] * 9 + [13.0])]  # it moves again
+    flags += [w.flags for w in window(*frozen)]
+    # windows close when the next one starts: the list runs one window behind the loop
+    assert flags[1] == {} and flags[2] == {"pm25": ["stuck"], "pm10": ["stuck"]}
+    assert flags[3] == flags[4] == {"pm25": ["stuck"], "pm10": ["stuck"]}
+    assert flags[5] == {} and flags[0] == {}
+
+
+def test_one_constant_stream_alone_is_not_stuck():
+    clock = FakeClock(start_wall=ALIGNED)
+    pm10 = StreamSpec("pm10", "ug/m3", QuantityClass.PARTICULATE)
+    windows = SensorWindows("s", [PM, pm10], 10, 1.0, clock)
+    closed = []
+    for i in range(60):  # PM2.5 at 0 in clean air, PM10 varies
+        now = clock.monotonic()
+        closed += windows.add([Reading("pm25", 0.0, now), Reading("pm10", float(i % 3), now)])
+        clock.advance(1)
+    assert all(w.flags == {} for w in closed)
