@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 from paho.mqtt import client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
@@ -21,6 +22,9 @@ from edgeagent import contract
 from edgeagent.broker import Mosquitto, find_mosquitto
 
 REPO = Path(__file__).resolve().parent.parent
+# Deterministic property tests: the same examples on every run and in CI, nothing stored.
+hypothesis_settings.register_profile("edgeagent", derandomize=True, database=None)
+hypothesis_settings.load_profile("edgeagent")
 #: The installed ``edgeagent`` command, as a user runs it (not ``python -m`` from the checkout).
 _SCRIPT = Path(sys.executable).with_name("edgeagent")
 EDGEAGENT = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "edgeagent"]
