@@ -184,7 +184,6 @@ class MqttPublisher:
         row_id = self._rows_inflight.pop(mid, None)
         if row_id is None:
             return
-        self.outbox.protect(frozenset(self._rows_inflight.values()))
         if failed:  # e.g. v5 "Not authorized": keep the row, try again later
             self._set_error(f"broker rejected a message ({reason}); it stays in the outbox")
             if self._loop is not None:
@@ -209,7 +208,7 @@ class MqttPublisher:
             sent = 0
             if self.connected and len(self._rows_inflight) < MAX_INFLIGHT:
                 busy = set(self._rows_inflight.values())
-                rows = await self.outbox.peek(self._cursor, MAX_INFLIGHT - len(busy))
+                rows = await self.outbox.peek(self._cursor, MAX_INFLIGHT - len(busy), claim=True)
                 for row in rows:
                     self._cursor = row.id
                     if row.id in busy:
@@ -217,7 +216,6 @@ class MqttPublisher:
                     info = client.publish(self.topics.topic(row.topic), row.payload, qos=1)
                     self._rows_inflight[info.mid] = row.id
                     sent += 1
-                self.outbox.protect(frozenset(self._rows_inflight.values()))
             if not sent and not acked:
                 if not self._rows_inflight and self.connected:
                     self._idle.set()

@@ -92,7 +92,10 @@ class Outbox:
         self._listeners: list[Callable[[], None]] = []
         self._spill: list[tuple[str, str, dict[str, Any], tuple[Drop, ...]]] = []
         self._storage_error: str | None = None
-        self._in_flight: frozenset[int] = frozenset()
+        # rows handed to the publisher and not yet acknowledged: never dropped for the bound
+        # (they are about to leave; dropping one would announce a hole that does not exist).
+        # Touched only on the worker thread, like everything else, so there is no race.
+        self._claimed: set[int] = set()
         #: Random id made with the outbox file: a new one means seq restarted from 0.
         self.store_id = ""
 
@@ -126,14 +129,6 @@ class Outbox:
         except (sqlite3.Error, OSError) as exc:
             raise OutboxError(f"cannot open outbox {self.path}: {exc}") from exc
         self._db = db
-
-    def protect(self, row_ids: frozenset[int]) -> None:
-        """Rows handed to the broker and awaiting PUBACK: never dropped for the bound.
-
-        They are about to leave anyway; dropping one would announce a hole that then does not
-        exist. The bound may be exceeded by at most these rows.
-        """
-        self._in_flight = row_ids  # one reference swap: safe across the worker thread
 
     def on_put(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` (on the loop thread) after each successful put."""
@@ -195,12 +190,11 @@ class Outbox:
         freed, dropped = 0, 0
         if excess <= 0:
             return 0
-        in_flight = self._in_flight
         for row_id, stream, seq, size in db.execute(
                 "SELECT id, stream, seq, LENGTH(payload) FROM messages ORDER BY id").fetchall():
             if freed >= excess:
                 break
-            if row_id in in_flight:
+            if row_id in self._claimed:
                 continue
             db.execute("DELETE FROM messages WHERE id = ?", (row_id,))
             # an announcement that will now never arrive: its ranges must be announced again
@@ -263,15 +257,22 @@ class Outbox:
             "WHERE announce_row IS NULL ORDER BY id")
         return [Drop(*row) for row in rows]
 
-    async def peek(self, after_id: int = 0, limit: int = 20) -> list[Row]:
-        """Oldest stored rows with ``id > after_id``."""
-        return await self._run(self._peek_sync, after_id, limit)
+    async def peek(self, after_id: int = 0, limit: int = 20, *, claim: bool = False
+                   ) -> list[Row]:
+        """Oldest stored rows with ``id > after_id``.
 
-    def _peek_sync(self, after_id: int, limit: int) -> list[Row]:
-        rows = self._require_db().execute(
+        ``claim=True`` (the publisher, about to send them): the rows are kept even when the
+        byte bound is reached, until :meth:`ack` (the bound may be exceeded by these rows).
+        """
+        return await self._run(self._peek_sync, after_id, limit, claim)
+
+    def _peek_sync(self, after_id: int, limit: int, claim: bool) -> list[Row]:
+        rows = [Row(*r) for r in self._require_db().execute(
             "SELECT id, stream, seq, topic, payload FROM messages WHERE id > ? ORDER BY id "
-            "LIMIT ?", (after_id, limit))
-        return [Row(*r) for r in rows]
+            "LIMIT ?", (after_id, limit))]
+        if claim:
+            self._claimed.update(row.id for row in rows)
+        return rows
 
     async def ack(self, row_id: int) -> None:
         """The broker acknowledged this row: delete it."""
@@ -285,6 +286,7 @@ class Outbox:
                              (row_id,))
             found = cur.fetchone()
             db.execute("DELETE FROM drops WHERE announce_row = ?", (row_id,))
+        self._claimed.discard(row_id)
         if found:
             self._bytes -= found[0]
 

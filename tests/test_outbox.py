@@ -198,3 +198,22 @@ def test_rows_pushed_out_by_the_announcement_itself_stay_pending(tmp_path):
     assert extension.stream == "events"
     assert extension.first_seq == drop.last_seq + 1  # exactly what the announcement missed
     assert extension.count == extension.last_seq - extension.first_seq + 1 > 0
+
+
+def test_rows_claimed_by_the_publisher_are_never_dropped_for_the_bound(tmp_path):
+    async def scenario():
+        outbox = await Outbox.open(tmp_path / "o.sqlite3", 2500)
+        for i in range(4):
+            await outbox.put(event(i, pad=150))
+        claimed = await outbox.peek(0, 2, claim=True)  # handed to the broker, no PUBACK yet
+        for i in range(4, 12):
+            await outbox.put(event(i, pad=150))
+        kept = [r.seq for r in await outbox.peek(0, 100)]
+        (drop,) = await outbox.unannounced_drops()
+        await outbox.ack(claimed[0].id)
+        await outbox.close()
+        return [r.seq for r in claimed], kept, drop
+
+    claimed, kept, drop = run(scenario())
+    assert claimed == [0, 1] and kept[:2] == [0, 1]  # still there, in order
+    assert drop.first_seq == 2  # the drops started after the claimed rows
