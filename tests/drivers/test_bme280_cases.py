@@ -6,12 +6,9 @@ or more 8-byte data blocks (0xF7–0xFE); expected.jsonl has one line per data b
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
-import yaml
-from pydantic import ValidationError
 
 from edgeagent.driver import FrameError
 from edgeagent.drivers.bme280 import (
@@ -22,15 +19,11 @@ from edgeagent.drivers.bme280 import (
     compensate,
     parse_calibration,
 )
+from golden import load_case
 
 CASES = Path(__file__).parent / "cases" / "bme280"
 TOLERANCE = 0.01  # °C, %RH and hPa: the expected values are written to two decimals
 CALIBRATION_LENGTH = CALIB_TP_LENGTH + CALIB_H_LENGTH
-
-
-def read_hex(path: Path) -> bytes:
-    lines = (line.split("#", 1)[0] for line in path.read_text().splitlines())
-    return bytes.fromhex(" ".join(lines))
 
 
 def outcome(wire: bytes, config: Bme280Config) -> list[dict]:
@@ -59,18 +52,11 @@ def test_there_are_cases():
 
 @pytest.mark.parametrize("case", sorted(p.name for p in CASES.iterdir()), ids=str)
 def test_case(case: str):
-    folder = CASES / case
-    entry = yaml.safe_load((folder / "config.yaml").read_text())
-    if (folder / "init.err").exists():
-        with pytest.raises(ValidationError) as caught:
-            Bme280Config.model_validate(entry)
-        assert (folder / "init.err").read_text().strip() in str(caught.value)
-        return
-    config = Bme280Config.model_validate(entry)
-    wire = read_hex(folder / "wire.hex")
+    loaded = load_case(CASES / case, Bme280Config)
+    if loaded is None:
+        return  # a config error case, checked by load_case
+    config, wire, expected = loaded
     assert (len(wire) - CALIBRATION_LENGTH) % DATA_LENGTH == 0 and len(wire) > CALIBRATION_LENGTH
-    expected = [json.loads(line) for line in (folder / "expected.jsonl").read_text().splitlines()
-                if line.strip()]
     got = outcome(wire, config)
     assert len(got) == len(expected), got
     assert all(matches(have, want) for have, want in zip(got, expected, strict=True)), got

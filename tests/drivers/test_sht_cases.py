@@ -8,14 +8,11 @@ see the measure command the config asks for. Values match to 0.005, the document
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
-import yaml
-from pydantic import ValidationError
 
 from edgeagent.clock import FakeClock
 from edgeagent.driver import DriverContext, FrameError, SensorConfig
@@ -23,6 +20,7 @@ from edgeagent.drivers import sht3x, sht4x
 from edgeagent.drivers.sim import sht3x as sim_sht3x
 from edgeagent.drivers.sim import sht4x as sim_sht4x
 from edgeagent.drivers.sim.i2cbus import FakeBuses, FakeI2cBus
+from golden import load_case
 
 ROOT = Path(__file__).parent / "cases"
 # driver module, its class, chip model, and the option that picks the measure command
@@ -31,11 +29,6 @@ DRIVERS: dict[str, tuple[ModuleType, Any, Any, str]] = {
     "sht3x": (sht3x, sht3x.Sht3x, sim_sht3x.Sht3xChip, "repeatability"),
 }
 CASES = [(name, case.name) for name in DRIVERS for case in sorted((ROOT / name).iterdir())]
-
-
-def read_hex(path: Path) -> bytes:
-    lines = (line.split("#", 1)[0] for line in path.read_text().splitlines())
-    return bytes.fromhex(" ".join(lines))
 
 
 def matches(got: dict, want: dict) -> bool:
@@ -84,18 +77,11 @@ def test_every_driver_has_value_error_and_config_cases():
 @pytest.mark.parametrize(("name", "case"), CASES, ids=[f"{n}/{c}" for n, c in CASES])
 def test_case(name: str, case: str):
     module, driver_class, _, option = DRIVERS[name]
-    folder = ROOT / name / case
-    entry = yaml.safe_load((folder / "config.yaml").read_text())
-    if (folder / "init.err").exists():
-        with pytest.raises(ValidationError) as caught:
-            driver_class.Config.model_validate(entry)
-        assert (folder / "init.err").read_text().strip() in str(caught.value)
-        return
-    config = driver_class.Config.model_validate(entry)
-    wire = read_hex(folder / "wire.hex")
+    loaded = load_case(ROOT / name / case, driver_class.Config)
+    if loaded is None:
+        return  # a config error case, checked by load_case
+    config, wire, (expected,) = loaded
     assert len(wire) == 6, "one measurement answer"
-    (expected,) = [json.loads(line) for line in (folder / "expected.jsonl").read_text()
-                   .splitlines() if line.strip()]
     assert matches(decoded(module, wire), expected), decoded(module, wire)
     outcome, command = through_the_driver(name, config, wire)
     assert matches(outcome, expected), outcome

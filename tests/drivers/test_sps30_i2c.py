@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 
 import pytest
-import yaml
-from pydantic import ValidationError
 
 from edgeagent.clock import FakeClock
 from edgeagent.driver import DriverContext, DriverError, FrameError
@@ -30,6 +27,7 @@ from edgeagent.drivers.sps30_i2c import (
     Sps30I2cConfig,
     decode_read,
 )
+from golden import load_case
 
 CASES = Path(__file__).parent / "cases" / "sps30_i2c"
 GOLDEN_READ = words_with_crc(*(int.from_bytes(GOLDEN_DATA[i:i + 2], "big")
@@ -208,24 +206,12 @@ def test_conformance_hook():
 
 # --- golden cases ----------------------------------------------------------------------------
 
-def read_hex(path: Path) -> bytes:
-    lines = (line.split("#", 1)[0] for line in path.read_text().splitlines())
-    return bytes.fromhex(" ".join(lines))
-
-
 @pytest.mark.parametrize("case", sorted(p.name for p in CASES.iterdir()), ids=str)
 def test_case(case: str):
-    folder = CASES / case
-    entry = yaml.safe_load((folder / "config.yaml").read_text())
-    if (folder / "init.err").exists():
-        with pytest.raises(ValidationError) as caught:
-            Sps30I2cConfig.model_validate(entry)
-        assert (folder / "init.err").read_text().strip() in str(caught.value)
-        return
-    Sps30I2cConfig.model_validate(entry)
-    (expected,) = [json.loads(line) for line in (folder / "expected.jsonl").read_text()
-                   .splitlines() if line.strip()]
-    wire = read_hex(folder / "wire.hex")
+    loaded = load_case(CASES / case, Sps30I2cConfig)
+    if loaded is None:
+        return  # a config error case, checked by load_case
+    _, wire, (expected,) = loaded
     if "error" in expected:
         with pytest.raises(FrameError, match=expected["error"]):
             decode_read(wire)
