@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import random
 from collections.abc import AsyncIterator
 
 from edgeagent.clock import Clock
@@ -28,6 +27,7 @@ from edgeagent.drivers.sht3x import (
     Sht3xConfig,
 )
 from edgeagent.drivers.sim.i2cbus import FakeBuses, FakeI2cBus, nack
+from edgeagent.drivers.sim.sensirion import SensirionRhtChip, to_word
 
 MEASURE_SECONDS = {"high": 0.015, "medium": 0.006, "low": 0.004}
 # command -> (repeatability, clock stretching)
@@ -51,65 +51,35 @@ STATUS_CLEARED_BY_CLEAR = (STATUS_ALERT_PENDING | STATUS_RH_ALERT | STATUS_T_ALE
                            | STATUS_RESET_DETECTED)
 
 
-def _word(value: float) -> int:
-    return min(0xFFFF, max(0, round(value)))
-
 
 def raw_temperature(celsius: float) -> int:
     """Return the word the chip sends for ``celsius`` (inverse of −45 + 175 · S / 65 535)."""
-    return _word((celsius + 45.0) * 65535.0 / 175.0)
+    return to_word((celsius + 45.0) * 65535.0 / 175.0)
 
 
 def raw_humidity(percent: float) -> int:
     """Return the word the chip sends for ``percent`` %RH (inverse of 100 · S / 65 535)."""
-    return _word(percent * 65535.0 / 100.0)
+    return to_word(percent * 65535.0 / 100.0)
 
 
-class Sht3xChip:
+class Sht3xChip(SensirionRhtChip):
     """One simulated SHT3x; plug it into ``FakeI2cBus(1, {0x44: chip})``."""
+
+    MEASURE_SECONDS = MEASURE_SECONDS
 
     def __init__(self, clock: Clock, *, address: int = 0x44, seed: int = 0,
                  serial_number: int = 0x0D5A9C31) -> None:
-        self.clock = clock
-        self.address = address  # only for the NACK message: the bus does the addressing
-        self.serial_number = serial_number
-        #: Conversion time per repeatability; raise one to outlast the driver's wait.
-        self.conversion_seconds = dict(MEASURE_SECONDS)
-        self.present = True
+        super().__init__(clock, address=address, seed=seed, serial_number=serial_number)
         self.status = STATUS_AFTER_RESET
         self.stretched_reads = 0
-        #: Fixed values (°C, %RH); None = a seeded slow random walk.
-        self.temperature: float | None = None
-        self.humidity: float | None = None
-        #: Exact words to send instead of values, e.g. the ends of the range.
-        self.raw_words: tuple[int, int] | None = None
-        self._rng = random.Random(seed)
-        self._walk = (21.0, 45.0)
-        self._busy_until = -math.inf
         self._stretching = False
-        self._answer = b""
-        self._corrupt_word: int | None = None
-        self._scripted: bytes | None = None
 
-    def set_values(self, temperature: float, humidity: float) -> None:
-        """Send these physical values from now on (encoded with the inverse formulas)."""
-        self.temperature, self.humidity = temperature, humidity
-
-    def script_next_answer(self, raw: bytes) -> None:
-        """Send exactly ``raw`` as the answer to the next measurement (golden cases)."""
-        self._scripted = bytes(raw)
-
-    def corrupt_next_crc(self, word: int = 0) -> None:
-        """Flip one bit of the CRC of ``word`` (0 = temperature, 1 = humidity) once."""
-        self._corrupt_word = word
-
-    def go_absent(self) -> None:
-        """Unplugged or unpowered: NACK everything."""
-        self.present = False
+    def _words(self, temperature: float, humidity: float) -> tuple[int, int]:
+        return raw_temperature(temperature), raw_humidity(humidity)
 
     def come_back(self) -> None:
         """Plugged in again, freshly powered: idle, status as after a reset."""
-        self.present, self._answer, self._busy_until = True, b"", -math.inf
+        super().come_back()
         self.status = STATUS_AFTER_RESET
 
     def write(self, data: bytes) -> None:
@@ -150,36 +120,6 @@ class Sht3xChip:
         answer, self._answer = self._answer, b""
         return answer[:length].ljust(length, b"\xff")  # beyond the answer SDA stays high
 
-    def _busy(self) -> bool:
-        # same 1 ns slack as FakeClock's sleepers: "wait 1.6 ms" must not lose to float rounding
-        return self.clock.monotonic() + 1e-9 < self._busy_until
-
-    def _start(self, seconds: float, answer: bytes) -> None:
-        self._busy_until = self.clock.monotonic() + seconds
-        self._answer = answer
-
-    def _measurement(self) -> bytes:
-        if self._scripted is not None:
-            answer, self._scripted = self._scripted, None
-            return answer
-        if self.raw_words is not None:
-            words = self.raw_words
-        else:
-            temperature, humidity = self._physical()
-            words = (raw_temperature(temperature), raw_humidity(humidity))
-        answer = bytearray(words_with_crc(*words))
-        if self._corrupt_word is not None:
-            answer[3 * self._corrupt_word + 2] ^= 0x01
-            self._corrupt_word = None
-        return bytes(answer)
-
-    def _physical(self) -> tuple[float, float]:
-        if self.temperature is not None and self.humidity is not None:
-            return self.temperature, self.humidity
-        temperature, humidity = self._walk
-        self._walk = (min(40.0, max(-10.0, temperature + self._rng.gauss(0.0, 0.02))),
-                      min(95.0, max(5.0, humidity + self._rng.gauss(0.0, 0.1))))
-        return self._walk
 
 
 @contextlib.asynccontextmanager
