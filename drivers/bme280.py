@@ -189,6 +189,7 @@ class Bme280(Driver):
 
     Config = Bme280Config
     model: ClassVar[str] = "Bosch BME280"
+    transport: ClassVar[str] = "i2c"
     sample_config: ClassVar[dict[str, Any]] = {"id": "climate", "driver": "bme280", "bus": 1}
 
     def __init__(self, config: Bme280Config, context: DriverContext) -> None:

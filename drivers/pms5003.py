@@ -30,14 +30,14 @@ from edgeagent.driver import (
     DriverError,
     FrameError,
     Pacer,
+    ParticulateConfig,
     QuantityClass,
     Reading,
-    SensorConfig,
     StatKind,
     StreamSpec,
 )
 from edgeagent.serialport import SerialTransport
-from edgeagent.units import Duration, DurationOrZero, format_duration
+from edgeagent.units import Duration, format_duration
 
 FRAME_START = b"\x42\x4d"  # "BM"
 DATA_LENGTH = 28  # length field of a data frame: 13 values + checksum
@@ -97,7 +97,7 @@ def pms_command(cmd: int, data: int = 0) -> bytes:
     return head + sum16(head)
 
 
-class Pms5003Config(SensorConfig):
+class Pms5003Config(ParticulateConfig):
     """A PMS5003 sensor entry."""
 
     driver: Literal["pms5003"]
@@ -107,7 +107,6 @@ class Pms5003Config(SensorConfig):
     mode: Literal["passive", "active"] = Field("passive", description="Polled or streaming")
     basis: Literal["atmospheric", "cf1"] = Field("atmospheric", description="PM values published")
     number_concentration: bool = Field(False, description="Also publish particles per cm³")
-    warmup: DurationOrZero = Field(30.0, description="Readings discarded after open/wake")
     read_timeout: Duration = Field(5.0, description="No valid frame this long is an error")
 
     @model_validator(mode="after")
@@ -301,8 +300,22 @@ class Pms5003(Driver):
 
     Config = Pms5003Config
     model: ClassVar[str] = "Plantower PMS5003"
+    transport: ClassVar[str] = "uart"
     sample_config: ClassVar[dict[str, Any]] = {
         "id": "pm-north", "driver": "pms5003", "port": "/dev/serial0"}
+
+    @classmethod
+    def sleeps_when_closed(cls, config: Pms5003Config) -> bool:  # type: ignore[override]
+        """All models but the PMS3003 (standby only through its SET pin) sleep on command."""
+        return LAYOUTS[config.model].commands
+
+    @classmethod
+    def correction_problem(cls, config: Pms5003Config,  # type: ignore[override]
+                           method: str) -> str | None:
+        """The EPA correction needs CF=1 values, its fitting basis."""
+        if method == "epa-barkjohn-2021" and config.basis != "cf1":
+            return f"{method} is fitted on CF=1 values: set basis: cf1"
+        return None
 
     def __init__(self, config: Pms5003Config, context: DriverContext) -> None:
         super().__init__(config, context)
@@ -310,7 +323,6 @@ class Pms5003(Driver):
         self._transport: SerialTransport | None = None
         self._parser = Pms5003Parser(config.model)
         self._pending: deque[tuple[float, Pms5003Frame | FrameError]] = deque()
-        self._awake_since = 0.0
         self._pacer = Pacer(config.interval)
 
     @classmethod
@@ -360,17 +372,13 @@ class Pms5003(Driver):
             raise
 
     async def wake(self) -> None:
-        """Leave standby, set the mode and restart the warm-up period.
-
-        A model without commands (PMS3003) is sent nothing; only the warm-up restarts.
-        """
+        """Leave standby and set the mode; a model without commands (PMS3003) is sent nothing."""
         transport = self._require_open()
         if LAYOUTS[self.config.model].commands:
             await transport.write(pms_command(CMD_SLEEP, POWER_WAKE))
             mode = MODE_PASSIVE if self.config.mode == "passive" else MODE_ACTIVE
             await transport.write(pms_command(CMD_MODE, mode))
-        self._awake_since = self.context.clock.monotonic()
-        self._pacer.start(self._awake_since)
+        self._pacer.start(self.context.clock.monotonic())
 
     async def sleep(self) -> None:
         """Put the sensor in standby (fan and laser off); a PMS3003 only has its SET pin."""
@@ -381,7 +389,7 @@ class Pms5003(Driver):
         await transport.write(pms_command(CMD_SLEEP, POWER_SLEEP))
 
     async def read(self) -> list[Reading] | None:
-        """Return the next frame's readings; None in warm-up; raise FrameError for a bad frame."""
+        """Return the next frame's readings; raise FrameError for a bad frame."""
         transport = self._require_open()
         if not self._pending:
             if not self.config.streaming:
@@ -391,8 +399,6 @@ class Pms5003(Driver):
         t, item = self._pending.popleft()
         if isinstance(item, FrameError):
             raise item
-        if t - self._awake_since < self.config.warmup:
-            return None
         return [Reading(name, value, t) for name, value in frame_values(item, self.config).items()]
 
 

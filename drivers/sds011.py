@@ -25,14 +25,14 @@ from edgeagent.driver import (
     DriverError,
     FrameError,
     Pacer,
+    ParticulateConfig,
     QuantityClass,
     Reading,
-    SensorConfig,
     StatKind,
     StreamSpec,
 )
 from edgeagent.serialport import SerialTransport
-from edgeagent.units import Duration, DurationOrZero, format_duration
+from edgeagent.units import Duration, format_duration
 
 HEAD = 0xAA
 TAIL = 0xAB
@@ -73,7 +73,7 @@ def sds_command(code: int, data: bytes = b"", device_id: int = BROADCAST_ID) -> 
     return bytes([HEAD, CMD_ID]) + payload + bytes([sum8(payload), TAIL])
 
 
-class Sds011Config(SensorConfig):
+class Sds011Config(ParticulateConfig):
     """An SDS011 sensor entry."""
 
     driver: Literal["sds011"]
@@ -83,7 +83,6 @@ class Sds011Config(SensorConfig):
     working_period: int = Field(0, ge=0, le=MAX_WORKING_PERIOD,
                                 description="Minutes between reports, 0 = continuous")
     device_id: str | None = Field(None, description="4 hex digits, e.g. 58D9; None = any")
-    warmup: DurationOrZero = Field(30.0, description="Readings discarded after open/wake")
     read_timeout: Duration = Field(5.0, description="No valid frame this long is an error")
 
     @field_validator("working_period")
@@ -220,6 +219,7 @@ class Sds011(Driver):
 
     Config = Sds011Config
     model: ClassVar[str] = "Nova Fitness SDS011"
+    transport: ClassVar[str] = "uart"
     sample_config: ClassVar[dict[str, Any]] = {
         "id": "pm-south", "driver": "sds011", "port": "/dev/ttyUSB0"}
 
@@ -230,7 +230,6 @@ class Sds011(Driver):
         self._parser = Sds011Parser()
         self._pending: deque[tuple[float, Sds011Frame | FrameError]] = deque()
         self._other_ids: set[int] = set()
-        self._awake_since = 0.0
         self._pacer = Pacer(config.interval)
 
     @classmethod
@@ -267,22 +266,21 @@ class Sds011(Driver):
             raise
 
     async def wake(self) -> None:
-        """Start fan and laser, set report mode and working period, restart the warm-up."""
+        """Start fan and laser, set report mode and working period."""
         transport = self._require_open()
         # re-sent on every open: the sensor may have been power-cycled in between
         mode = MODE_QUERY if self.config.mode == "query" else MODE_ACTIVE
         for code, value in ((CMD_SLEEP_WORK, STATE_WORK), (CMD_REPORT_MODE, mode),
                             (CMD_WORKING_PERIOD, self.config.working_period)):
             await transport.write(self._command(code, OP_SET, value))
-        self._awake_since = self.context.clock.monotonic()
-        self._pacer.start(self._awake_since)
+        self._pacer.start(self.context.clock.monotonic())
 
     async def sleep(self) -> None:
         """Stop fan and laser (the laser wears out; the UART stays awake)."""
         await self._require_open().write(self._command(CMD_SLEEP_WORK, OP_SET, STATE_SLEEP))
 
     async def read(self) -> list[Reading] | None:
-        """Return the next frame's readings; None in warm-up; raise FrameError for a bad frame."""
+        """Return the next frame's readings; None for an all-zero start-up frame."""
         transport = self._require_open()
         if not self._pending:
             if self.config.mode == "query":
@@ -293,7 +291,7 @@ class Sds011(Driver):
         if isinstance(item, FrameError):
             raise item
         values = frame_values(item)
-        if values is None or t - self._awake_since < self.config.warmup:
+        if values is None:  # the all-zero frame of a sensor still starting up
             return None
         return [Reading(name, value, t) for name, value in values.items()]
 

@@ -83,6 +83,7 @@ class Sht3x(SensirionRht):
     model: ClassVar[str] = "Sensirion SHT3x"
     family: ClassVar[str] = "SHT3x"
     identity: ClassVar[str] = "status register"
+    transport: ClassVar[str] = "i2c"
     sample_config: ClassVar[dict[str, Any]] = {"id": "climate", "driver": "sht3x", "bus": 1}
 
     def __init__(self, config: Sht3xConfig, context: DriverContext) -> None:

@@ -88,6 +88,7 @@ class Sht4x(SensirionRht):
     model: ClassVar[str] = "Sensirion SHT4x"
     family: ClassVar[str] = "SHT4x"
     identity: ClassVar[str] = "serial number"
+    transport: ClassVar[str] = "i2c"
     sample_config: ClassVar[dict[str, Any]] = {"id": "climate", "driver": "sht4x", "bus": 1}
 
     def __init__(self, config: Sht4xConfig, context: DriverContext) -> None:

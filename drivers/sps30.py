@@ -27,14 +27,14 @@ from edgeagent.driver import (
     DriverError,
     FrameError,
     Pacer,
+    ParticulateConfig,
     QuantityClass,
     Reading,
-    SensorConfig,
     StatKind,
     StreamSpec,
 )
 from edgeagent.serialport import SerialTransport
-from edgeagent.units import Duration, DurationOrZero, format_duration
+from edgeagent.units import Duration, format_duration
 
 FLAG = 0x7E  # frame start and end
 ESCAPE = 0x7D
@@ -250,13 +250,12 @@ def state_error(reply: ShdlcReply, what: str, port: str) -> DriverError:
     return DriverError(f"SPS30 on {port} refused {what}: state {reply.error:#04x} ({meaning})")
 
 
-class Sps30Config(SensorConfig):
+class Sps30Config(ParticulateConfig):
     """An SPS30 sensor entry (UART)."""
 
     driver: Literal["sps30"]
     port: str = Field(description="Serial device, e.g. /dev/serial0")
     baudrate: Literal[115200] = Field(115200, description="Fixed by the sensor")
-    warmup: DurationOrZero = Field(30.0, description="Readings discarded after start")
     read_timeout: Duration = Field(3.0, description="No answer this long is an error")
 
 
@@ -265,6 +264,7 @@ class Sps30(Driver):
 
     Config = Sps30Config
     model: ClassVar[str] = "Sensirion SPS30"
+    transport: ClassVar[str] = "uart"
     sample_config: ClassVar[dict[str, Any]] = {
         "id": "pm-south", "driver": "sps30", "port": "/dev/serial0"}
 
@@ -275,7 +275,6 @@ class Sps30(Driver):
         self._parser = ShdlcParser()
         self._pending: deque[ShdlcReply | FrameError] = deque()
         self._held: list[ShdlcReply] = []  # a read answer that arrived after a bad frame
-        self._started_at = 0.0
         self._pacer = Pacer(config.interval)
         self.serial_number: str | None = None
 
@@ -321,10 +320,9 @@ class Sps30(Driver):
             raise state_error(reply, "wake-up", self.config.port)
 
     async def start(self) -> None:
-        """Start measurement in float format and restart the warm-up period."""
+        """Start measurement in float format; the first values follow after 1 s."""
         self._check(await self.command(CMD_START, START_FLOAT, what="start"), "start")
-        self._started_at = self.context.clock.monotonic()
-        self._pacer.start(self._started_at + NEW_DATA_PERIOD)  # first values after 1 s
+        self._pacer.start(self.context.clock.monotonic() + NEW_DATA_PERIOD)
 
     async def stop(self) -> None:
         """Stop measurement (fan and laser off, back to Idle)."""
@@ -349,7 +347,7 @@ class Sps30(Driver):
         return reply
 
     async def read(self) -> list[Reading] | None:
-        """Poll the values; None if nothing is new or in warm-up; FrameError for a bad frame."""
+        """Poll the values; None if nothing is new; FrameError for a bad frame."""
         self._require_open()
         if self._held:  # the answer that followed a bad frame: no new poll for it
             reply = self._held.pop()
@@ -360,10 +358,7 @@ class Sps30(Driver):
         t = self.context.clock.monotonic()
         if not reply.data:
             return None  # no new values since the last read (or fan cleaning)
-        values = decode_values(reply.data)
-        if t - self._started_at < self.config.warmup:
-            return None
-        return [Reading(name, value, t) for name, value in values.items()]
+        return [Reading(name, value, t) for name, value in decode_values(reply.data).items()]
 
     def _check(self, reply: ShdlcReply, what: str) -> None:
         if reply.error:

@@ -23,14 +23,13 @@ from edgeagent.driver import (
     DriverError,
     FrameError,
     Pacer,
+    ParticulateConfig,
     Reading,
-    SensorConfig,
     StreamSpec,
 )
 from edgeagent.drivers.sensirion import address_validator, check_words, words_with_crc
 from edgeagent.drivers.sps30 import NEW_DATA_PERIOD, decode_values, value_streams
 from edgeagent.i2c import I2cDevice
-from edgeagent.units import DurationOrZero
 
 ADDRESS = 0x69
 CMD_START = b"\x00\x10"
@@ -69,14 +68,13 @@ def decode_read(raw: bytes) -> dict[str, float]:
     return decode_values(words_to_bytes(check_words(raw)))
 
 
-class Sps30I2cConfig(SensorConfig):
+class Sps30I2cConfig(ParticulateConfig):
     """An SPS30 sensor entry (I2C)."""
 
     driver: Literal["sps30_i2c"]
     bus: int = Field(1, ge=0, description="I2C bus number: /dev/i2c-<bus>")
     address: Annotated[Literal[0x69], address_validator(ADDRESS)] = Field(
         ADDRESS, description="Fixed 0x69")
-    warmup: DurationOrZero = Field(30.0, description="Readings discarded after start")
 
 
 class Sps30I2c(Driver):
@@ -84,6 +82,7 @@ class Sps30I2c(Driver):
 
     Config = Sps30I2cConfig
     model: ClassVar[str] = "Sensirion SPS30 (I2C)"
+    transport: ClassVar[str] = "i2c"
     sample_config: ClassVar[dict[str, Any]] = {"id": "pm-i2c", "driver": "sps30_i2c", "bus": 1}
 
     def __init__(self, config: Sps30I2cConfig, context: DriverContext) -> None:
@@ -91,7 +90,6 @@ class Sps30I2c(Driver):
         self.config: Sps30I2cConfig = config
         self.serial_number: str | None = None
         self._device: I2cDevice | None = None
-        self._started_at = 0.0
         self._pacer = Pacer(config.interval)
 
     @classmethod
@@ -128,11 +126,10 @@ class Sps30I2c(Driver):
             await device.close()
             raise
         self._device = device
-        self._started_at = clock.monotonic()
-        self._pacer.start(self._started_at + NEW_DATA_PERIOD)
+        self._pacer.start(clock.monotonic() + NEW_DATA_PERIOD)
 
     async def read(self) -> list[Reading] | None:
-        """Poll data-ready; None if nothing new or in warm-up; FrameError on a bad CRC."""
+        """Poll data-ready; None if nothing is new; FrameError on a bad CRC."""
         device = self._require_open()
         clock = self.context.clock
         await self._pacer.wait(self.context.clock)
@@ -143,8 +140,6 @@ class Sps30I2c(Driver):
         t = clock.monotonic()
         await device.write(CMD_READ_VALUES)
         values = decode_read(await device.read(VALUES_LENGTH))
-        if t - self._started_at < self.config.warmup:
-            return None
         return [Reading(name, value, t) for name, value in values.items()]
 
 

@@ -16,6 +16,7 @@ import os
 import re
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -374,6 +375,8 @@ def _cross_checks(privacy: PrivacyConfig,
     seen_ids: dict[str, int] = {}
     seen_ports: dict[str, int] = {}
     seen_i2c: dict[tuple[int, int], int] = {}
+    seen_gpio: dict[int, int] = {}
+    by_id = {sensor.id: (sensor, cls) for _, sensor, cls in sensors}
     for index, sensor, cls in sensors:
         if sensor.id in seen_ids:
             add(("sensors", index, "id"), f"duplicate id {sensor.id!r} (also sensors"
@@ -397,6 +400,14 @@ def _cross_checks(privacy: PrivacyConfig,
         if privacy.preset == "demo" and not cls.simulated:
             add(("privacy", "preset"), f"'demo' is only for simulated sensors, but sensors"
                 f"[{index}] uses the {sensor.driver} driver; use 'strict' or 'crowd-safety'")
+        power = sensor.power
+        if power is not None:
+            if power.gpio in seen_gpio:
+                add(("sensors", index, "power", "gpio"), f"GPIO{power.gpio} already switches "
+                    f"sensors[{seen_gpio[power.gpio]}]; one switch per sensor, or a power cycle "
+                    "of one would cut the other")
+            seen_gpio.setdefault(power.gpio, index)
+        _particulate_checks(index, sensor, cls, by_id, add)
         for quantity in sorted({s.quantity for s in cls.streams(sensor)}):
             minimum = privacy.policy_for(QuantityClass(quantity)).min_window
             if sensor.window + 1e-9 < minimum:
@@ -404,6 +415,51 @@ def _cross_checks(privacy: PrivacyConfig,
                     f"minimum of {minimum:g}s for {quantity} (preset "
                     f"{privacy.preset!r})")
     return out
+
+
+def _particulate_checks(index: int, sensor: SensorConfig, cls: type[Driver],
+                        by_id: dict[str, tuple[SensorConfig, type[Driver]]],
+                        add: Callable[[tuple[Any, ...], str], None]) -> None:
+    """Duty cycle and humidity link of a PM sensor against its driver and the other sensors."""
+    loc = ("sensors", index)
+    duty = getattr(sensor, "duty_cycle", None)
+    if duty is not None:
+        if not cls.sleeps_when_closed(sensor):
+            add((*loc, "duty_cycle"), f"the {cls.model} cannot be put to sleep by command, so "
+                "it cannot be duty-cycled")
+        if duty.measure <= sensor.warmup:
+            add((*loc, "duty_cycle", "measure"), f"must be longer than the warm-up "
+                f"({duty.measure:g}s <= {sensor.warmup:g}s): nothing would be measured")
+        if duty.period <= duty.measure:
+            add((*loc, "duty_cycle", "period"), f"must be longer than measure "
+                f"({duty.period:g}s <= {duty.measure:g}s); to measure all the time, remove "
+                "duty_cycle")
+        elif duty.period > sensor.window:
+            add((*loc, "duty_cycle", "period"), f"must not be longer than the window "
+                f"({duty.period:g}s > {sensor.window:g}s), or some windows get no measurement")
+    link = getattr(sensor, "humidity", None)
+    if link is None:
+        return
+    if link.source is None:
+        if "relativeHumidity" not in {s.name for s in cls.streams(sensor)}:
+            add((*loc, "humidity", "source"), f"the {cls.model} measures no humidity: name a "
+                "T/RH sensor of this gateway (e.g. an sht4x entry's id)")
+    elif link.source == sensor.id or link.source not in by_id:
+        known = ", ".join(sorted(i for i in by_id if i != sensor.id)) or "none"
+        add((*loc, "humidity", "source"), f"no other sensor with id {link.source!r} "
+            f"(sensors: {known})")
+    else:
+        source, source_cls = by_id[link.source]
+        if "relativeHumidity" not in {s.name for s in source_cls.streams(source)}:
+            add((*loc, "humidity", "source"), f"sensor {link.source!r} ({source_cls.model}) "
+                "has no relativeHumidity stream")
+    if link.correction != "none":
+        problem = cls.correction_problem(sensor, link.correction)
+        if problem:
+            add((*loc, "humidity", "correction"), problem)
+        if link.kappa is not None and link.correction != "kappa-koehler":
+            add((*loc, "humidity", "kappa"), f"kappa applies only to kappa-koehler, not "
+                f"{link.correction}")
 
 
 # -- secrets --------------------------------------------------------------------------------

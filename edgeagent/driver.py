@@ -13,12 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from importlib.metadata import entry_points
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgeagent.clock import Clock
-from edgeagent.units import Duration
+from edgeagent.units import Duration, DurationOrZero
 
 ENTRY_POINT_GROUP = "edgeagent.drivers"
 
@@ -72,6 +72,41 @@ class FrameError(DriverError):
     """One frame was bad (checksum, length, garbage). Counted; the driver keeps running."""
 
 
+class PowerConfig(BaseModel):
+    """A GPIO output that switches the sensor's supply (MOSFET, relay or USB hub port power)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    gpio: int = Field(ge=0, le=53, description="BCM GPIO number of the switch output")
+    active_high: bool = Field(True, description="True if a high level turns the sensor on")
+    off_time: Duration = Field(3.0, description="How long the supply stays off in a power cycle")
+    boot_time: DurationOrZero = Field(2.0, description="Wait after power-on before the driver "
+                                      "opens the sensor")
+
+
+class DutyCycle(BaseModel):
+    """Measure for ``measure`` (warm-up included) out of every ``period``; sleep the rest."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    period: Duration = Field(description="Length of one measure-and-sleep cycle")
+    measure: Duration = Field(description="Awake time per cycle, warm-up included")
+
+
+class HumidityLink(BaseModel):
+    """Where a PM sensor's humidity comes from, and which correction uses it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: str | None = Field(None, description="Id of a sensor on this gateway with a "
+                               "relativeHumidity stream; omit for the PM sensor's own")
+    correction: Literal["none", "epa-barkjohn-2021", "kappa-koehler"] = Field(
+        "none", description="Correction published next to the raw values (never instead)")
+    kappa: float | None = Field(None, gt=0, le=1.5, description="Hygroscopicity for "
+                                "kappa-koehler (default of the method)")
+    max_age: Duration = Field(120.0, description="An older humidity reading is not used")
+
+
 class SensorConfig(BaseModel):
     """Fields every sensor entry has; a driver's own ``Config`` extends this."""
 
@@ -84,6 +119,25 @@ class SensorConfig(BaseModel):
     interval: Duration = Field(1.0, description="Nominal time between samples")
     startup: str = Field("retry", pattern="^(retry|error|ignore)$",
                          description="What a failing open does: retry, error (stop agent), ignore")
+    warmup: DurationOrZero = Field(0.0, description="Readings discarded after every start "
+                                   "(counted in health as warmup_discarded)")
+    power: PowerConfig | None = Field(None, description="GPIO power switch: lets the recovery "
+                                      "ladder power-cycle a hung sensor")
+
+
+class ParticulateConfig(SensorConfig):
+    """A laser particulate sensor: warm-up after every start; ``close`` stops fan and laser.
+
+    The supervisor, not the driver, discards and counts readings during warm-up, so a driver
+    with this config returns every valid reading.
+    """
+
+    warmup: DurationOrZero = Field(30.0, description="Readings discarded after every start or "
+                                   "wake (fan and laser settle)")
+    duty_cycle: DutyCycle | None = Field(None, description="Sleep between measurements to save "
+                                         "the laser; None = measure all the time")
+    humidity: HumidityLink | None = Field(None, description="Humidity source for the RH flag and "
+                                          "an optional correction")
 
 
 def _default_i2c(number: int) -> Any:
@@ -114,6 +168,8 @@ class Driver(abc.ABC):
     simulated: ClassVar[bool] = False
     #: A minimal valid config entry, used by docs, examples and the conformance test.
     sample_config: ClassVar[dict[str, Any]]
+    #: How the sensor is attached: "uart", "i2c" (config has ``bus``), "gpio" or "none".
+    transport: ClassVar[str] = "none"
 
     def __init__(self, config: SensorConfig, context: DriverContext) -> None:
         self.config = config
@@ -123,6 +179,19 @@ class Driver(abc.ABC):
     @abc.abstractmethod
     def streams(cls, config: SensorConfig) -> list[StreamSpec]:
         """The streams this configuration produces (no I/O)."""
+
+    @classmethod
+    def sleeps_when_closed(cls, config: SensorConfig) -> bool:
+        """True if :meth:`close` puts the sensor to sleep (fan, laser off): duty cycling works."""
+        return isinstance(config, ParticulateConfig)
+
+    @classmethod
+    def correction_problem(cls, config: SensorConfig, method: str) -> str | None:
+        """Why a humidity correction does not fit this sensor's output; None if it does."""
+        if method == "epa-barkjohn-2021":
+            return (f"{method} is fitted on Plantower CF=1 values only; use kappa-koehler for "
+                    f"the {cls.model}")
+        return None
 
     @classmethod
     def sample_interval(cls, config: SensorConfig) -> float:

@@ -76,6 +76,31 @@ def open_smbus(number: int) -> I2cBus:
     return SmbusBus(number)
 
 
+GENERAL_CALL_ADDRESS = 0x00
+GENERAL_CALL_RESET = b"\x06"
+
+
+async def reset_bus(number: int, factory: BusFactory = open_smbus) -> str:
+    """Bus recovery: a fresh handle on bus ``number`` and the I2C general-call reset.
+
+    The general call (address 0x00, byte 0x06, I2C specification §3.1.14) makes every chip
+    that supports it (Sensirion SHT3x/SHT4x, SPS30, SEN5x …) reset as after power-on; chips
+    that ignore it are unaffected. Returns what happened, for the recovery event.
+
+    Raises:
+        DriverError: the bus cannot be opened at all.
+    """
+    probe = I2cDevice(number, GENERAL_CALL_ADDRESS, factory)
+    await probe.open()
+    try:
+        await probe.write(GENERAL_CALL_RESET)
+        return f"I2C bus {number} re-opened, general-call reset sent"
+    except DriverError:
+        return f"I2C bus {number} re-opened; no chip acknowledged the general-call reset"
+    finally:
+        await probe.close()
+
+
 class I2cDevice:
     """One chip at one address. Calls run on a worker thread, one at a time per device."""
 

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from edgeagent.driver import QuantityClass, StatKind, StreamSpec
 from edgeagent.units import Duration
-from edgeagent.windows import ClosedWindow
+from edgeagent.windows import ClosedWindow, StreamStats
 
 Statistic = Literal["mean", "min", "max", "stddev", "sum"]
 PresetName = Literal["strict", "crowd-safety", "demo"]
@@ -190,13 +190,31 @@ class PrivacyGate:
             elif name in window.flags:
                 entry["flags"] = window.flags[name]  # plausibility, not personal data
             values[name] = entry
+        corrections = [self._correction(window, name, stats, values[name])
+                       for name, stats in window.corrected.items()
+                       if stats.n and not values[name].get("suppressed")]
         body = {"gateway": self.gateway_id, "sensor": window.sensor_id, **meta,
                 "window": {"start": rfc3339(window.start), "end": rfc3339(window.end),
                            "seconds": window.seconds, "clock": window.clock.value,
                            "partial": window.partial},
                 "coverage": round(window.coverage, 3), "errors": window.errors,
-                "values": values, "corrections": []}
+                "values": values, "corrections": corrections}
         return Released(f"data/{window.sensor_id}", f"data/{window.sensor_id}", body, _SEAL)
+
+    def _correction(self, window: ClosedWindow, name: str, stats: StreamStats,
+                    raw: dict[str, Any]) -> dict[str, Any]:
+        """A corrected stream: the same allowed statistics as the raw one, plus its method."""
+        assert window.correction is not None
+        spec = window.streams[name]
+        result = stats.result()
+        entry: dict[str, Any] = {"stream": name, **window.correction.describe(),
+                                 "humidity": {"sensor": window.humidity_source,
+                                              "stream": "relativeHumidity"},
+                                 "unit": spec.unit, "n": stats.n}
+        for stat in self.allowed(spec)[0]:
+            if stat in raw and stat in result:
+                entry[stat] = _rounded(result[stat], spec.quantity)
+        return entry
 
     def release_event(self, kind: str, message: str, *, time: float, clock: str,
                       sensor: str | None = None,

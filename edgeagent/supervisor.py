@@ -13,6 +13,7 @@ import contextlib
 import functools
 import json
 import logging
+import math
 import random
 import shutil
 from collections.abc import Awaitable, Callable
@@ -23,9 +24,19 @@ from edgeagent import __version__
 from edgeagent.backoff import RestartBudget, backoff_delay
 from edgeagent.clock import Clock, SystemClock
 from edgeagent.config import AgentConfig
-from edgeagent.driver import Driver, DriverContext, DriverError, FrameError, SensorConfig
+from edgeagent.driver import (
+    Driver,
+    DriverContext,
+    DriverError,
+    FrameError,
+    Reading,
+    SensorConfig,
+)
+from edgeagent.humidity import make_correction
+from edgeagent.i2c import open_smbus, reset_bus
 from edgeagent.mqtt import MqttPublisher
 from edgeagent.outbox import Outbox
+from edgeagent.power import PowerSwitch
 from edgeagent.privacy import PrivacyGate, Released, rfc3339
 from edgeagent.systemd import notify, watchdog_interval
 from edgeagent.topics import Topics
@@ -44,21 +55,48 @@ class SensorState(StrEnum):
     STARTING = "starting"
     OK = "ok"
     WARNING = "warning"
+    SLEEPING = "sleeping"
     FAILED = "failed"
     STOPPED = "stopped"
 
 
+class RecoveryStep(StrEnum):
+    """Rungs of the recovery ladder, from cheap to drastic (counted in health, each an event)."""
+
+    RESYNC = "resync"  # in the driver: bad frames skipped until the next valid one
+    REINIT = "reinit"  # close and open again: the sensor's own start-up commands
+    BUS_RESET = "bus_reset"  # I2C: fresh bus handle and the general-call reset
+    POWER_CYCLE = "power_cycle"  # supply off and on through the configured GPIO switch
+
+
+#: The step taken before retry number n (1-based) after consecutive failures; later: reinit.
+LADDER = (RecoveryStep.REINIT, RecoveryStep.REINIT, RecoveryStep.BUS_RESET,
+          RecoveryStep.POWER_CYCLE)
+#: A failed sensor is probed this often with the strongest step it has (replugged → back).
+FAILED_PROBE_S = 600.0
+
 EventSink = Callable[..., Awaitable[None]]
+#: Latest relative humidity per sensor id: (value %, monotonic time), shared by the agent.
+HumidityBoard = dict[str, tuple[float, float]]
+HUMIDITY_STREAM = "relativeHumidity"
 
 
 class RunningSensor:
-    """Runs one driver: open, read, feed windows; restart with backoff within a budget."""
+    """Runs one driver: open, warm up, read, feed windows; climb the recovery ladder on faults.
+
+    A fault closes the driver; the next attempt, after a full-jitter backoff, first takes a
+    step of :data:`LADDER` (steps the sensor lacks fall back to reinit). When the restart budget
+    is spent the sensor is ``failed`` and probed every ``failed_probe`` seconds (None: never).
+    With a duty cycle the driver is closed (sensor asleep) between measuring periods.
+    """
 
     def __init__(self, config: SensorConfig, driver_class: type[Driver], clock: Clock,
                  windows: SensorWindows, release: Callable[[list[ClosedWindow]], Awaitable[None]],
                  event: EventSink, *, restart_limit: int = 5, restart_period: float = 300.0,
                  rand: Callable[[], float] = random.random,
-                 i2c: Callable[[int], Any] | None = None) -> None:
+                 i2c: Callable[[int], Any] | None = None,
+                 failed_probe: float | None = FAILED_PROBE_S,
+                 humidity: HumidityBoard | None = None) -> None:
         self.config = config
         self.driver_class = driver_class
         self.clock = clock
@@ -68,32 +106,72 @@ class RunningSensor:
         self._budget = RestartBudget(restart_limit, restart_period)
         self._rand = rand
         self._i2c = i2c
+        self._failed_probe = failed_probe
+        self._board = humidity if humidity is not None else {}
+        link = getattr(config, "humidity", None)
+        self._link = link
         self.log = logging.getLogger(f"edgeagent.sensor.{config.id}")
         self.state = SensorState.STARTING
         self.restarts = 0
         self.readings = 0
         self.frame_errors = 0
+        self.warmup_discarded = 0
+        self.cycles = 0
+        self.recovery = {step.value: 0 for step in RecoveryStep}
         self.last_error: str | None = None
         self._consecutive_frame_errors = 0
-        self._attempt = 0
+        self._failures = 0  # consecutive failed attempts; 0 after a good reading
+        self._power = (PowerSwitch(config.power, clock, config.id)
+                       if config.power is not None else None)
 
     def health(self) -> dict[str, Any]:
         """Figures for the health message."""
         return {"state": self.state.value, "restarts": self.restarts, "readings": self.readings,
-                "frame_errors": self.frame_errors, "last_error": self.last_error}
+                "frame_errors": self.frame_errors, "last_error": self.last_error,
+                "warmup_discarded": self.warmup_discarded, "recovery": dict(self.recovery),
+                "duty_cycles": self.cycles,
+                "power": None if self._power is None else {"gpio": self._power.config.gpio,
+                                                           "on": self._power.is_on}}
+
+    def _steps(self) -> set[RecoveryStep]:
+        available = {RecoveryStep.REINIT}
+        if self.driver_class.transport == "i2c" and getattr(self.config, "bus", None) is not None:
+            available.add(RecoveryStep.BUS_RESET)
+        if self._power is not None:
+            available.add(RecoveryStep.POWER_CYCLE)
+        return available
 
     async def run(self) -> None:
-        """Supervise the driver until cancelled or failed."""
+        """Supervise the driver until cancelled (or failed, without probing)."""
+        try:
+            await self._power_on()
+            await self._supervise()
+        finally:
+            if self._power is not None:
+                self._power.close()
+
+    async def _power_on(self) -> None:
+        if self._power is None:
+            return
+        try:
+            self._power.open()
+        except DriverError as exc:
+            self.log.warning("%s; the recovery ladder has no power cycle", exc)
+            await self._event("sensor_fault", str(exc), sensor=self.config.id)
+            self._power = None
+
+    async def _supervise(self) -> None:
         first = True
         while True:
             context = DriverContext(self.clock, self.log)
             if self._i2c is not None:
                 context.i2c = self._i2c
             driver = self.driver_class(self.config, context)
+            asleep = False
             try:
                 await driver.open()
                 first = False
-                await self._read_loop(driver)
+                asleep = await self._read_loop(driver)
             except asyncio.CancelledError:
                 raise
             except DriverError as exc:
@@ -105,58 +183,146 @@ class RunningSensor:
                 with contextlib.suppress(Exception):
                     async with asyncio.timeout(2.0):
                         await driver.close()
+            if asleep:
+                await self._sleep_between_measurements()
+                continue
             if first and self.config.startup == "error":
                 raise DriverError(f"sensor {self.config.id}: {self.last_error}")
-            if (first and self.config.startup == "ignore") or not self._budget.spend(
-                    self.clock.monotonic()):
-                self.state = SensorState.FAILED
-                self.log.error("sensor %s failed; no more restarts: %s", self.config.id,
-                               self.last_error)
-                await self._event("sensor_failed", f"sensor {self.config.id} stopped after "
-                                  f"repeated faults: {self.last_error}", sensor=self.config.id)
-                return
-            self.restarts += 1
-            delay = backoff_delay(self._attempt, cap=60.0, rand=self._rand)
-            self._attempt += 1
-            await self.clock.sleep(delay)
+            self._failures += 1
+            if self.state is not SensorState.FAILED and (
+                    (first and self.config.startup == "ignore")
+                    or not self._budget.spend(self.clock.monotonic())):
+                await self._give_up()
+            if self.state is SensorState.FAILED:
+                if self._failed_probe is None:
+                    return
+                await self.clock.sleep(self._failed_probe)
+                step = max(self._steps(), key=list(RecoveryStep).index)
+            else:
+                self.restarts += 1
+                await self.clock.sleep(backoff_delay(self._failures - 1, cap=60.0,
+                                                     rand=self._rand))
+                step = LADDER[self._failures - 1] if self._failures <= len(LADDER) else (
+                    RecoveryStep.REINIT)
+                if step not in self._steps():
+                    step = RecoveryStep.REINIT
+            await self._recover(step)
 
-    async def _read_loop(self, driver: Driver) -> None:
+    async def _give_up(self) -> None:
+        self.state = SensorState.FAILED
+        probing = (f"; probing every {self._failed_probe:g}s" if self._failed_probe
+                   else "")
+        self.log.error("sensor %s failed; no more restarts%s: %s", self.config.id, probing,
+                       self.last_error)
+        await self._event("sensor_failed", f"sensor {self.config.id} stopped after repeated "
+                          f"faults: {self.last_error}", sensor=self.config.id,
+                          probe_interval_s=self._failed_probe)
+
+    async def _recover(self, step: RecoveryStep) -> None:
+        """Take one ladder step before the next open; reinit is the open itself."""
+        self.recovery[step.value] += 1
+        detail = {RecoveryStep.REINIT: "re-initialising the sensor",
+                  RecoveryStep.BUS_RESET: "resetting the I2C bus",
+                  RecoveryStep.POWER_CYCLE: "power-cycling the sensor"}[step]
+        try:
+            if step is RecoveryStep.BUS_RESET:
+                detail = await reset_bus(self.config.bus,  # type: ignore[attr-defined]
+                                         self._i2c or open_smbus)
+            elif step is RecoveryStep.POWER_CYCLE:
+                assert self._power is not None
+                await self._power.cycle()
+                detail = f"{self._power.where} switched off for " \
+                         f"{self._power.config.off_time:g}s and on again"
+        except DriverError as exc:
+            detail = f"{step.value} failed: {exc}"
+        self.log.info("sensor %s: recovery step %s (attempt %d): %s", self.config.id,
+                      step.value, self._failures, detail)
+        if self.state is not SensorState.FAILED:  # a failed sensor's probes are only counted
+            await self._event("sensor_recovery", f"sensor {self.config.id}: {detail}",
+                              sensor=self.config.id, step=step.value, attempt=self._failures)
+
+    async def _sleep_between_measurements(self) -> None:
+        duty = self.config.duty_cycle  # type: ignore[attr-defined]
+        self.cycles += 1
+        self.state = SensorState.SLEEPING
+        await self.clock.sleep(max(0.0, self._cycle_start + duty.period - self.clock.monotonic()))
+
+    async def _read_loop(self, driver: Driver) -> bool:
+        """Read until a fault (raises) or the end of a duty cycle's measuring time (True)."""
+        opened = self.clock.monotonic()
+        self._cycle_start = opened
+        warm_until = opened + self.config.warmup
+        duty = getattr(self.config, "duty_cycle", None)
+        awake_until = opened + duty.measure if duty is not None else math.inf
+        if self.state is SensorState.SLEEPING:
+            self.state = SensorState.OK
         while True:
             try:
                 readings = await driver.read()
             except FrameError as exc:
-                self.frame_errors += 1
-                self._consecutive_frame_errors += 1
-                self.windows.count_error()
-                self.log.debug("bad frame: %s", exc)
-                if self._consecutive_frame_errors == _WARN_AFTER_FRAME_ERRORS:
-                    self.state = SensorState.WARNING
-                    self.last_error = str(exc)
-                    self.log.warning("%d bad frames in a row: %s",
-                                     _WARN_AFTER_FRAME_ERRORS, exc)
+                await self._bad_frame(exc)
                 continue
             if readings is None:
                 await asyncio.sleep(0)
-                continue
-            self._consecutive_frame_errors = 0
-            self.readings += 1
-            if self.state is not SensorState.OK:
-                recovered = self.state is SensorState.WARNING or self.restarts > 0
-                self.state = SensorState.OK
-                if recovered:
-                    self.log.info("sensor %s recovered", self.config.id)
-                    await self._event("sensor_recovered", f"sensor {self.config.id} delivers "
-                                      "data again", sensor=self.config.id)
-                self._attempt = 0  # backoff starts small again after a good reading
-            await self.release(self.windows.add(readings))
+            elif readings and readings[0].t_monotonic < warm_until:
+                self.warmup_discarded += 1
+            else:
+                await self._good(readings)
+            if self.clock.monotonic() >= awake_until:
+                return True
+
+    async def _bad_frame(self, exc: FrameError) -> None:
+        self.frame_errors += 1
+        self.recovery[RecoveryStep.RESYNC.value] += 1
+        self._consecutive_frame_errors += 1
+        self.windows.count_error()
+        self.log.debug("bad frame: %s", exc)
+        if self._consecutive_frame_errors == _WARN_AFTER_FRAME_ERRORS:
+            self.state = SensorState.WARNING
+            self.last_error = str(exc)
+            self.log.warning("%d bad frames in a row: %s", _WARN_AFTER_FRAME_ERRORS, exc)
+            await self._event("sensor_recovery", f"sensor {self.config.id}: "
+                              f"{_WARN_AFTER_FRAME_ERRORS} bad frames in a row ({exc}); "
+                              "resynchronising on the next valid frame",
+                              sensor=self.config.id, step=RecoveryStep.RESYNC.value,
+                              attempt=_WARN_AFTER_FRAME_ERRORS)
+
+    async def _good(self, readings: list[Reading]) -> None:
+        self._consecutive_frame_errors = 0
+        self._failures = 0
+        self.readings += 1
+        if self.state is not SensorState.OK:
+            recovered = self.state in (SensorState.WARNING, SensorState.FAILED) or (
+                self.restarts > 0)
+            self.state = SensorState.OK
+            if recovered:
+                self.log.info("sensor %s recovered", self.config.id)
+                await self._event("sensor_recovered", f"sensor {self.config.id} delivers "
+                                  "data again", sensor=self.config.id)
+        for reading in readings:
+            if reading.stream == HUMIDITY_STREAM:
+                self._board[self.config.id] = (reading.value, reading.t_monotonic)
+        await self.release(self.windows.add(readings, humidity=self._humidity(readings)))
+
+    def _humidity(self, readings: list[Reading]) -> float | None:
+        """The RH that goes with this sample: the sensor's own, or a fresh one of its source."""
+        link = self._link
+        if link is None:
+            return None
+        source = link.source or self.config.id
+        latest = self._board.get(source)
+        if latest is None or readings[0].t_monotonic - latest[1] > link.max_age:
+            return None
+        return latest[0]
 
     async def _fault(self, message: str) -> None:
         repeat = message == self.last_error
         self.last_error = message
-        self.state = SensorState.WARNING
+        if self.state is not SensorState.FAILED:
+            self.state = SensorState.WARNING
         (self.log.debug if repeat else self.log.warning)("sensor %s: %s", self.config.id,
                                                          message)
-        if not repeat:
+        if not repeat and self.state is not SensorState.FAILED:
             await self._event("sensor_fault", message, sensor=self.config.id)
 
 
@@ -308,14 +474,25 @@ class Agent:
 
     # -- lifecycle ------------------------------------------------------------------------
     def _build_sensors(self) -> None:
+        humidity: HumidityBoard = {}  # latest RH of every sensor, for PM humidity links
         for sensor in self.config.sensors:
             cls = self.config.driver_class(sensor)
-            windows = SensorWindows(sensor.id, cls.streams(sensor), sensor.window,
-                                    cls.sample_interval(sensor), self.clock)
+            duty = getattr(sensor, "duty_cycle", None)
+            link = getattr(sensor, "humidity", None)
+            correction = None
+            if link is not None and link.correction != "none":
+                options = {} if link.kappa is None else {"kappa": link.kappa}
+                correction = make_correction(link.correction, **options)
+            windows = SensorWindows(
+                sensor.id, cls.streams(sensor), sensor.window, cls.sample_interval(sensor),
+                self.clock, duty=1.0 if duty is None else (
+                    duty.measure - sensor.warmup) / duty.period,
+                correction=correction,
+                humidity_source=None if link is None else link.source or sensor.id)
             meta = {"driver": sensor.driver, "model": cls.model, "simulated": cls.simulated}
             self.sensors.append(RunningSensor(sensor, cls, self.clock, windows,
                                               functools.partial(self._release, meta), self.event,
-                                              i2c=self.i2c))
+                                              i2c=self.i2c, humidity=humidity))
             log.info("sensor %s: %s", sensor.id, json.dumps(cls(sensor, DriverContext(
                 self.clock)).describe(), default=str))
 

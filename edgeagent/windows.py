@@ -13,7 +13,8 @@ import math
 from dataclasses import dataclass, field
 
 from edgeagent.clock import Clock, ClockQuality
-from edgeagent.driver import Reading, StatKind, StreamSpec
+from edgeagent.driver import QuantityClass, Reading, StatKind, StreamSpec
+from edgeagent.humidity import HIGH_HUMIDITY_FLAG, HumidityCorrection, is_high_humidity
 
 _QUALITY_ORDER = [ClockQuality.SYNCED, ClockQuality.RTC, ClockQuality.UNSYNCED]
 #: Windows in a row in which all level streams of a sensor stayed one value: flagged stuck.
@@ -78,6 +79,10 @@ class ClosedWindow:
     streams: dict[str, StreamSpec]
     #: Plausibility flags per stream, e.g. ``{"pm25": ["stuck"]}``; published, never dropped.
     flags: dict[str, list[str]] = field(default_factory=dict)
+    #: Humidity-corrected statistics per stream (raw ``stats`` untouched) and what made them.
+    corrected: dict[str, StreamStats] = field(default_factory=dict)
+    correction: HumidityCorrection | None = None
+    humidity_source: str | None = None  # sensor id whose relativeHumidity was used
 
 
 @dataclass
@@ -91,6 +96,8 @@ class _Open:
     samples: int = 0
     errors: int = 0
     stats: dict[str, StreamStats] = field(default_factory=dict)
+    corrected: dict[str, StreamStats] = field(default_factory=dict)
+    humid: bool = False  # a sample's humidity was above RH_HIGH
 
 
 class SensorWindows:
@@ -98,14 +105,22 @@ class SensorWindows:
 
     Call :meth:`add` for each batch of readings from one sample, :meth:`count_error` for a
     rejected frame, :meth:`close_due` from a ticker and :meth:`close_partial` on shutdown.
+    ``duty`` is the fraction of time the sensor measures (duty cycle), so that coverage says
+    how complete a window is against what the sensor was meant to deliver. With a
+    ``correction``, the humidity passed to :meth:`add` also yields corrected statistics.
     """
 
     def __init__(self, sensor_id: str, streams: list[StreamSpec], length: float,
-                 interval: float, clock: Clock) -> None:
+                 interval: float, clock: Clock, *, duty: float = 1.0,
+                 correction: HumidityCorrection | None = None,
+                 humidity_source: str | None = None) -> None:
         self.sensor_id = sensor_id
         self.streams = {s.name: s for s in streams}
         self.length = length
         self.interval = interval
+        self.duty = duty
+        self.correction = correction
+        self.humidity_source = humidity_source
         self._clock = clock
         self._open: _Open | None = None
         self._last_end_wall: float | None = None
@@ -124,6 +139,9 @@ class SensorWindows:
                        start_wall=start_wall, end_wall=end_wall, partial_start=partial_start,
                        clock=quality)
         window.stats = {name: StreamStats(spec.kind) for name, spec in self.streams.items()}
+        if self.correction is not None:
+            window.corrected = {name: StreamStats(StatKind.LINEAR) for name in self.streams
+                                if name in self.correction.streams}
         return window
 
     def _current(self) -> _Open:
@@ -141,8 +159,8 @@ class SensorWindows:
         if _QUALITY_ORDER.index(quality) > _QUALITY_ORDER.index(window.clock):
             window.clock = quality  # a window is only as good as its worst moment
 
-    def add(self, readings: list[Reading]) -> list[ClosedWindow]:
-        """Add one sample's readings; returns windows that closed before them."""
+    def add(self, readings: list[Reading], humidity: float | None = None) -> list[ClosedWindow]:
+        """Add one sample's readings and its RH %; returns windows that closed before them."""
         closed = self.close_due(min((r.t_monotonic for r in readings),
                                     default=self._clock.monotonic()))
         window = self._current()
@@ -154,6 +172,15 @@ class SensorWindows:
                 raise KeyError(f"sensor {self.sensor_id}: driver produced undeclared stream "
                                f"{reading.stream!r}")
             stats.add(reading.value)
+            if humidity is None:
+                continue
+            corrected = window.corrected.get(reading.stream)
+            value = (None if corrected is None or self.correction is None
+                     else self.correction.correct(reading.stream, reading.value, humidity))
+            if corrected is not None and value is not None:
+                corrected.add(value)
+        if humidity is not None and is_high_humidity(humidity):
+            window.humid = True
         return closed
 
     def count_error(self) -> None:
@@ -184,11 +211,17 @@ class SensorWindows:
                 partial: bool) -> ClosedWindow:
         self._note_quality(window)
         duration = max(end_mono - window.start_mono, 1e-9)
-        coverage = min(1.0, window.samples * self.interval / duration)
+        coverage = min(1.0, window.samples * self.interval / (duration * self.duty))
+        flags = self._stuck_flags(window.stats)
+        if window.humid:
+            for name, spec in self.streams.items():
+                if spec.quantity is QuantityClass.PARTICULATE:
+                    flags.setdefault(name, []).append(HIGH_HUMIDITY_FLAG)
         return ClosedWindow(sensor_id=self.sensor_id, start=window.start_wall, end=end_wall,
                             seconds=self.length, clock=window.clock, partial=partial,
                             coverage=coverage, errors=window.errors, stats=window.stats,
-                            streams=self.streams, flags=self._stuck_flags(window.stats))
+                            streams=self.streams, flags=flags, corrected=window.corrected,
+                            correction=self.correction, humidity_source=self.humidity_source)
 
     def _stuck_flags(self, stats: dict[str, StreamStats]) -> dict[str, list[str]]:
         """Flag a sensor whose every level stream stayed one identical value for several windows.

@@ -387,7 +387,11 @@ VALID: list[tuple[str, str, Mutation]] = [
     ("data", "partial window", _set(True, "window", "partial")),
     ("data", "fractional timestamp", _set("2026-01-01T10:00:00.250Z", "window", "start")),
     ("data", "no values at all", _set({}, "values")),
-    ("data", "a correction", _set([{"stream": "pm25", "method": "rivm-2020"}], "corrections")),
+    ("data", "a correction", _set([{
+        "stream": "pm25", "method": "kappa-koehler", "reference": "Crilley et al. 2018",
+        "parameters": {"kappa": 0.4, "rh_max": 95.0, "density_ratio": 1.65}, "rh_max": 95.0,
+        "humidity": {"sensor": "rht", "stream": "relativeHumidity"}, "unit": "ug/m3", "n": 50,
+        "mean": 6.1, "min": 5.0, "max": 7.2, "stddev": 0.4}], "corrections")),
     ("events", "gateway-wide event without sensor or details", _delete("sensor")),
     (
         "events",
@@ -404,6 +408,10 @@ VALID: list[tuple[str, str, Mutation]] = [
                 "readings": 10,
                 "frame_errors": 7,
                 "last_error": "bad checksum",
+                "warmup_discarded": 0,
+                "recovery": {"resync": 7, "reinit": 2, "bus_reset": 0, "power_cycle": 1},
+                "duty_cycles": 0,
+                "power": {"gpio": 17, "on": True},
             },
             "sensors",
             "pm-north",

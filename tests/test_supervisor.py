@@ -23,6 +23,7 @@ def running_sensor(entry, clock, events, released, **kwargs):
     async def event(kind, message, **details):
         events.append((kind, message, clock.monotonic()))
 
+    kwargs.setdefault("failed_probe", None)
     return RunningSensor(config, cls, clock, windows, release, event, rand=lambda: 1.0,
                          **kwargs)
 
@@ -36,7 +37,9 @@ def test_a_faulty_driver_is_restarted_until_its_budget_is_spent():
     kinds = [k for k, _, _ in events]
     assert sensor.state is SensorState.FAILED
     assert sensor.restarts == 5
-    assert kinds == ["sensor_fault"] + ["sensor_recovered"] * 5 + ["sensor_failed"]
+    assert kinds == (["sensor_fault"] + ["sensor_recovery", "sensor_recovered"] * 5
+                     + ["sensor_failed"])
+    assert sensor.recovery["reinit"] == 5  # each fault followed a good reading: ladder restarts
     assert "simulated fault after 5 reads" in events[0][1]
     assert sensor.readings == 6 * 4  # four good reads per life, six lives
     assert sensor.health()["last_error"] == "simulated fault after 5 reads"

@@ -351,28 +351,6 @@ def test_bad_frame_raises_frame_error_and_the_good_one_follows():
     assert [r.value for r in run(scenario)] == [0.0, 8.0, 8.0]
 
 
-def test_warmup_returns_none_until_the_clock_passes_it():
-    async def scenario():
-        clock = FakeClock()
-        async with PtyPms5003() as pty:
-            driver = driver_for(pty, clock, warmup="30s")
-            await driver.open()
-            results = [await driver.read()]
-            clock.advance(29.9)
-            results.append(await driver.read())
-            clock.advance(1.0)  # the next poll is one interval after the late one: 30.9 s
-            results.append(await driver.read())
-            await driver.sleep()
-            await driver.wake()  # restarts the warm-up
-            results.append(await driver.read())
-            await driver.close()
-            return results
-
-    results = run(scenario)
-    assert results[0] is None and results[1] is None and results[3] is None
-    assert [r.stream for r in results[2]] == ["pm1", "pm25", "pm10"]
-
-
 def test_sleeping_sensor_times_out_naming_the_port():
     async def scenario():
         async with PtyPms5003() as pty:

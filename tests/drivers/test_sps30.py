@@ -400,19 +400,6 @@ def test_read_paces_on_the_clock_and_empty_reply_is_none():
     assert elapsed == pytest.approx(2.5)
 
 
-def test_warmup_returns_none():
-    async def scenario():
-        clock = FakeClock(auto_advance=True)
-        async with PtySps30(Sps30Simulator(clock=clock)) as pty:
-            driver = make(pty, clock, warmup=3)
-            await driver.open()
-            got = [await driver.read() for _ in range(4)]
-            await driver.close()
-            return got
-
-    assert [g is not None for g in run(scenario())] == [False, False, True, True]
-
-
 def test_sensor_left_measuring_is_stopped_and_restarted():
     async def scenario():
         clock = FakeClock(auto_advance=True)

@@ -136,18 +136,18 @@ def test_open_sequence_and_reads():
     assert state == "idle"
 
 
-def test_sleeping_sensor_is_woken_and_warmup_holds_readings():
+def test_sleeping_sensor_is_woken_and_measures():
     async def scenario():
         clock = FakeClock(auto_advance=True)
         chip = Sps30Chip(clock)
         chip.state, chip.interface_on = "sleep", False
-        driver, _ = make(chip, clock, warmup=2)
+        driver, _ = make(chip, clock)
         await driver.open()
-        got = [await driver.read() for _ in range(3)]
+        got = [await driver.read() for _ in range(2)]
         await driver.close()
         return got
 
-    assert [g is not None for g in run(scenario())] == [False, True, True]
+    assert [g is not None for g in run(scenario())] == [True, True]
 
 
 def test_crc_error_is_a_frame_error_then_reads_continue():
