@@ -2,7 +2,8 @@
 
 gpiozero drives the pin, so tests run on its ``MockFactory`` and a gateway on whatever pin
 factory gpiozero finds (lgpio on a Pi 5, RPi.GPIO or pigpio on older boards). The switch is
-turned on when the sensor starts and is only ever turned off inside :meth:`PowerSwitch.cycle`.
+turned on when the sensor starts (then ``boot_time`` passes before the driver opens) and is only
+ever turned off inside :meth:`PowerSwitch.cycle`.
 """
 
 from __future__ import annotations
@@ -66,8 +67,8 @@ class PowerSwitch:
     def close(self) -> None:
         """Release the pin.
 
-        What the pin does next depends on the board: wire the switch so that an unconfigured
-        pin (input, pulled to its default) keeps the sensor powered.
+        The supply then follows the switch's own default (with the pull-down recommended in the
+        README: off until the agent runs again).
         """
         device, self._device = self._device, None
         if device is not None:

@@ -159,6 +159,8 @@ class RunningSensor:
             self.log.warning("%s; the recovery ladder has no power cycle", exc)
             await self._event("sensor_fault", str(exc), sensor=self.config.id)
             self._power = None
+            return
+        await self.clock.sleep(self._power.config.boot_time)  # it may just have been off
 
     async def _supervise(self) -> None:
         first = True

@@ -197,7 +197,7 @@ def test_manifest_command_prints_a_valid_manifest():
     assert contract.problems("manifest", manifest) == []
     assert manifest["privacy"]["classes"]["people_count"] == {
         "min_window_s": 900.0, "statistics": ["sum"], "k": 10}
-    assert [s["id"] for s in manifest["sensors"]] == ["pm-north", "footfall"]
+    assert [s["id"] for s in manifest["sensors"]] == ["pm-north", "climate", "footfall"]
 
 
 def test_version():
