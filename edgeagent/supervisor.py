@@ -409,10 +409,18 @@ class Agent:
                                 "unit": spec.unit,
                                 "quantity": spec.quantity.value, "kind": spec.kind.value,
                                 "statistics": stats, "k": k})
-            sensors.append({"id": running.config.id, "driver": running.config.driver,
+            config = running.config
+            duty, link = getattr(config, "duty_cycle", None), getattr(config, "humidity", None)
+            sensors.append({"id": config.id, "driver": config.driver,
                             "model": running.driver_class.model,
                             "simulated": running.driver_class.simulated,
-                            "window_s": running.config.window, "streams": streams})
+                            "window_s": config.window, "streams": streams,
+                            "duty_cycle": None if duty is None else {
+                                "period_s": duty.period, "measure_s": duty.measure,
+                                "warmup_s": config.warmup},
+                            "humidity": None if link is None else {
+                                "source": link.source or config.id,
+                                "correction": link.correction}})
         return {"gateway": gw.id, "version": __version__,
                 "config_hash": self.config.fingerprint(), "published": rfc3339(self.clock.time()),
                 "site": gw.site.model_dump() if gw.site else None,
