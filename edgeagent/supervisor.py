@@ -169,7 +169,7 @@ class RunningSensor:
             if self._i2c is not None:
                 context.i2c = self._i2c
             driver = self.driver_class(self.config, context)
-            asleep = False
+            asleep = hopeless = False
             try:
                 await driver.open()
                 first = False
@@ -177,6 +177,7 @@ class RunningSensor:
             except asyncio.CancelledError:
                 raise
             except DriverError as exc:
+                hopeless = not exc.retryable  # e.g. another chip model: retrying cannot help
                 await self._fault(str(exc))
             except Exception as exc:  # a driver bug must not stop the other sensors
                 self.log.exception("driver %s crashed", self.config.driver)
@@ -192,7 +193,7 @@ class RunningSensor:
                 raise DriverError(f"sensor {self.config.id}: {self.last_error}")
             self._failures += 1
             if self.state is not SensorState.FAILED and (
-                    (first and self.config.startup == "ignore")
+                    hopeless or (first and self.config.startup == "ignore")
                     or not self._budget.spend(self.clock.monotonic())):
                 await self._give_up()
             if self.state is SensorState.FAILED:

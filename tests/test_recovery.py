@@ -20,6 +20,8 @@ from edgeagent.clock import FakeClock
 from edgeagent.config import validate_config
 from edgeagent.driver import load_driver
 from edgeagent.drivers.sim.i2cbus import FakeBuses, FakeI2cBus, SwitchedChip
+from edgeagent.drivers.sim.pms5003 import PtyPms5003
+from edgeagent.drivers.sim.sen5x import Sen5xChip
 from edgeagent.drivers.sim.sht4x import Sht4xChip
 from edgeagent.i2c import reset_bus
 from edgeagent.supervisor import Agent, RunningSensor, SensorState
@@ -236,3 +238,64 @@ def test_the_ladder_runs_inside_the_agent_and_publishes_its_steps(gpio, broker,
     last = recorder.of("health")[-1]["sensors"]["rht"]
     assert last["state"] == "ok" and last["recovery"]["power_cycle"] == 1
     assert last["power"] == {"gpio": GPIO, "on": True}
+
+
+def test_an_unplugged_usb_serial_adapter_comes_back_without_an_agent_restart(tmp_path):
+    """USB-serial unplugged: the port vanishes; plugged back: the same stable name returns."""
+    clock = FakeClock(auto_advance=True)
+    port = tmp_path / "ttyUSB0"  # like /dev/serial/by-id/usb-…: udev's name for the adapter
+    plugged = PtyPms5003()
+    port.symlink_to(plugged.port)
+    events: list = []
+    entry = {"id": "pm", "driver": "pms5003", "port": str(port), "warmup": 0,
+             "read_timeout": "300ms"}
+    cls = load_driver("pms5003")
+    config = cls.Config.model_validate(entry)
+
+    async def release(closed):
+        pass
+
+    async def event(kind, message, **details):
+        events.append((kind, details.get("step"), message))
+
+    sensor = RunningSensor(config, cls, clock, SensorWindows(
+        "pm", cls.streams(config), config.window, config.interval, clock), release, event,
+        rand=lambda: 1.0)
+
+    async def scenario():
+        nonlocal plugged
+        plugged.start()
+        task = asyncio.create_task(sensor.run())
+        await async_wait_for(lambda: sensor.readings >= 3, 10, "3 readings")
+        plugged.close()  # unplugged: the device node disappears with it
+        port.unlink()
+        await async_wait_for(lambda: any(e[0] == "sensor_fault" for e in events), 10,
+                             "the fault")
+        before = sensor.readings
+        plugged = PtyPms5003()  # plugged back in: a new tty behind the same name
+        port.symlink_to(plugged.port)
+        plugged.start()
+        await async_wait_for(lambda: any(e[0] == "sensor_recovered" for e in events), 20,
+                             "the recovery")
+        await async_wait_for(lambda: sensor.readings >= before + 3, 10, "readings again")
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        plugged.close()
+
+    asyncio.run(scenario())
+    assert sensor.state is SensorState.OK
+    assert sensor.recovery["reinit"] >= 1 and sensor.recovery["bus_reset"] == 0  # not I2C
+
+
+def test_an_error_that_retrying_cannot_fix_fails_at_once_without_climbing_the_ladder():
+    clock = FakeClock(auto_advance=True)
+    events: list = []
+    chip = Sen5xChip(clock, variant="SEN54")
+    sensor = make_sensor({"id": "air", "driver": "sen5x", "bus": 1, "variant": "SEN55"},
+                         clock, FakeI2cBus(1, {0x69: chip}), events, failed_probe=None)
+    asyncio.run(asyncio.wait_for(sensor.run(), 5))
+    assert [kind for kind, _, _, _ in events] == ["sensor_fault", "sensor_failed"]
+    assert "the sensor is a SEN54" in events[0][3] and "set variant: SEN54" in events[0][3]
+    assert sensor.state is SensorState.FAILED and sensor.restarts == 0
+    assert sensor.recovery == {"resync": 0, "reinit": 0, "bus_reset": 0, "power_cycle": 0}
