@@ -35,7 +35,7 @@ from edgeagent.drivers.sen5x import (
 )
 from edgeagent.drivers.sensirion import words_with_crc
 from edgeagent.drivers.sim.i2cbus import FakeBuses, FakeI2cBus
-from edgeagent.drivers.sim.sen5x import EXAMPLE_VALUES, Sen5xChip, conformance_driver, text_words
+from edgeagent.drivers.sim.sen5x import EXAMPLE_VALUES, Sen5xChip, text_words
 from golden import load_case
 
 CASES = Path(__file__).parent / "cases" / "sen5x"
@@ -437,18 +437,6 @@ def test_recovery_duty_cycle_and_humidity_link_see_an_i2c_pm_sensor():
     validate_config({**base, "sensors": [{**own, "variant": "SEN55"}]})  # its own RH
     with pytest.raises(ConfigError, match="measures no humidity"):
         validate_config({**base, "sensors": [{**own, "variant": "SEN50"}]})
-
-
-def test_conformance_hook():
-    async def scenario():
-        clock = FakeClock(auto_advance=True)
-        async with conformance_driver(clock) as driver:
-            await driver.open()
-            got = [await driver.read() for _ in range(3)]
-            await driver.close()
-            return got
-
-    assert all(run(scenario()))
 
 
 # --- golden cases ----------------------------------------------------------------------------
