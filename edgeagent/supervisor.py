@@ -108,8 +108,7 @@ class RunningSensor:
         self._i2c = i2c
         self._failed_probe = failed_probe
         self._board = humidity if humidity is not None else {}
-        link = getattr(config, "humidity", None)
-        self._link = link
+        self._link = getattr(config, "humidity", None)
         self.log = logging.getLogger(f"edgeagent.sensor.{config.id}")
         self.state = SensorState.STARTING
         self.restarts = 0
@@ -121,6 +120,7 @@ class RunningSensor:
         self.last_error: str | None = None
         self._consecutive_frame_errors = 0
         self._failures = 0  # consecutive failed attempts; 0 after a good reading
+        self._cycle_start = 0.0  # when the current measuring period began (duty cycle)
         self._power = (PowerSwitch(config.power, clock, config.id)
                        if config.power is not None else None)
 
