@@ -1,8 +1,9 @@
 """Acceptance: a pty-fed PMS5003 simulator through the whole agent to a real broker.
 
-3 minutes of fake time at 1 frame/s, 5 % of the frames corrupted (bad checksum, bad length,
-truncated). The published means must equal the means of the valid frames and every corrupted
-frame must be counted, none used.
+3 minutes of fake time at 1 frame/s, 10 % of the frames replaced by faults: bad checksum, bad
+length, truncated, garbage bytes, and the tail of a frame as if the stream started mid-frame.
+The published means must equal the means of the valid frames; every corrupted frame with a
+header is counted, none is used; garbage and tails are skipped on the way to the next header.
 """
 
 from __future__ import annotations
@@ -25,20 +26,30 @@ FRAMES = 180
 ROOT = "edgeagent/v1/pty-gw"
 
 
+GARBAGE = bytes(b for b in random.Random(5).randbytes(24) if b != 0x42)  # no header byte
+SILENT = ("garbage", "mid-frame")  # no header: nothing to count, skipped on resync
+
+
 def corrupted(kind: str, frame: bytes) -> bytes:
     if kind == "checksum":
         return Pms5003Simulator.corrupt(frame)
     if kind == "length":
         return frame[:2] + b"\x00\x1d" + frame[4:]
+    if kind == "garbage":
+        return GARBAGE
+    if kind == "mid-frame":
+        return frame[10:]
     return Pms5003Simulator.partial(frame, 17)  # the tail never comes
 
 
-def test_pty_pms5003_three_minutes_with_5_percent_bad_frames(broker, recorder_factory,
-                                                             tmp_path):
+def test_pty_pms5003_three_minutes_with_10_percent_faults(broker, recorder_factory,
+                                                         tmp_path):
     recorder = recorder_factory(broker.port, ROOT)
     rng = random.Random(2026)
-    bad = dict(zip(sorted(rng.sample(range(1, FRAMES - 1), FRAMES * 5 // 100)),
-                   ["checksum", "length", "partial"] * 3, strict=True))
+    bad = dict(zip(sorted(rng.sample(range(1, FRAMES - 1), FRAMES * 10 // 100)),
+                   ["checksum", "length", "partial", "garbage", "mid-frame", "checksum"] * 3,
+                   strict=True))
+    counted = sum(kind not in SILENT for kind in bad.values())
     valid: dict[int, dict[str, int]] = {}
 
     async def scenario() -> Agent:
@@ -62,7 +73,7 @@ def test_pty_pms5003_three_minutes_with_5_percent_bad_frames(broker, recorder_fa
                 if i in bad:
                     before = running.frame_errors
                     sim.emit(corrupted(bad[i], frame))
-                    if bad[i] != "partial":  # a truncated frame is noticed when data resume
+                    if bad[i] not in ("partial", *SILENT):  # partial: noticed when data resume
                         await async_wait_for(lambda b=before: running.frame_errors > b, 5)
                 else:
                     valid[i] = {"pm1": frame[10] << 8 | frame[11],
@@ -94,6 +105,6 @@ def test_pty_pms5003_three_minutes_with_5_percent_bad_frames(broker, recorder_fa
             assert published["min"] == min(f[stream] for f in frames)
             assert published["max"] == max(f[stream] for f in frames)
         assert message["coverage"] == pytest.approx(len(frames) / 60, abs=0.001)
-    assert sum(m["errors"] for m in messages) == len(bad) == 9
-    assert agent.sensors[0].frame_errors == 9
-    assert agent.sensors[0].readings == FRAMES - 9
+    assert sum(m["errors"] for m in messages) == counted == 12
+    assert agent.sensors[0].frame_errors == counted
+    assert agent.sensors[0].readings == FRAMES - len(bad) == FRAMES - 18
