@@ -38,6 +38,7 @@ class StatKind(StrEnum):
     LINEAR = "linear"  # mean, min, max, stddev
     ENERGETIC = "energetic"  # dB: energy mean (Leq), min, max
     COUNTER = "counter"  # events per sample interval: sum
+    LEVEL = "level"  # dB levels for percentiles: energy mean, min, max, l10/l50/l90
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +50,9 @@ class StreamSpec:
     quantity: QuantityClass
     kind: StatKind = StatKind.LINEAR
     description: str = ""
+    #: The statistics that mean something for this stream (None: all of its kind), e.g.
+    #: ``("max",)`` for a per-sample maximum such as LAFmax.
+    statistics: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,7 @@ from edgeagent.driver import QuantityClass, StatKind, StreamSpec
 from edgeagent.units import Duration
 from edgeagent.windows import ClosedWindow, StreamStats
 
-Statistic = Literal["mean", "min", "max", "stddev", "sum"]
+Statistic = Literal["mean", "min", "max", "stddev", "sum", "l10", "l50", "l90"]
 PresetName = Literal["strict", "crowd-safety", "demo"]
 
 #: Statistics that make sense for each kind of stream.
@@ -29,6 +29,7 @@ STATISTICS_BY_KIND: dict[StatKind, frozenset[str]] = {
     StatKind.LINEAR: frozenset({"mean", "min", "max", "stddev"}),
     StatKind.ENERGETIC: frozenset({"mean", "min", "max"}),
     StatKind.COUNTER: frozenset({"sum", "min", "max"}),
+    StatKind.LEVEL: frozenset({"mean", "min", "max", "l10", "l50", "l90"}),
 }
 #: Words that mean "send the samples themselves": refused with a plain explanation.
 RAW_WORDS = frozenset({"raw", "samples", "values", "all", "frames", "tracks", "objects",
@@ -60,22 +61,24 @@ class ClassPolicy(BaseModel):
         for item in value if isinstance(value, list | tuple) else []:
             if str(item).lower() in RAW_WORDS:
                 raise ValueError(f"{item!r} would publish raw or per-object data, which never "
-                                 "leaves the device; allowed: mean, min, max, stddev, sum")
+                                 "leaves the device; allowed: mean, min, max, stddev, sum, "
+                                 "l10, l50, l90")
         return value
 
 
 _LEVELS = ("mean", "min", "max", "stddev")
+_NOISE = ("mean", "min", "max", "l10", "l50", "l90")  # Leq, extremes and percentile levels
 PRESETS: dict[str, dict[QuantityClass, ClassPolicy]] = {
     "strict": {
         QuantityClass.PARTICULATE: ClassPolicy(min_window=60, statistics=_LEVELS),
         QuantityClass.CLIMATE: ClassPolicy(min_window=60, statistics=_LEVELS),
-        QuantityClass.NOISE: ClassPolicy(min_window=60, statistics=("mean", "min", "max")),
+        QuantityClass.NOISE: ClassPolicy(min_window=60, statistics=_NOISE),
         QuantityClass.PEOPLE_COUNT: ClassPolicy(min_window=300, statistics=("sum",), k=5),
     },
     "crowd-safety": {
         QuantityClass.PARTICULATE: ClassPolicy(min_window=60, statistics=_LEVELS),
         QuantityClass.CLIMATE: ClassPolicy(min_window=60, statistics=_LEVELS),
-        QuantityClass.NOISE: ClassPolicy(min_window=60, statistics=("mean", "min", "max")),
+        QuantityClass.NOISE: ClassPolicy(min_window=60, statistics=_NOISE),
         QuantityClass.PEOPLE_COUNT: ClassPolicy(min_window=60, statistics=("sum",), k=3),
     },
     # Short windows so a demo shows data within seconds; check-config allows it only when
@@ -83,7 +86,7 @@ PRESETS: dict[str, dict[QuantityClass, ClassPolicy]] = {
     "demo": {
         QuantityClass.PARTICULATE: ClassPolicy(min_window=1, statistics=_LEVELS),
         QuantityClass.CLIMATE: ClassPolicy(min_window=1, statistics=_LEVELS),
-        QuantityClass.NOISE: ClassPolicy(min_window=1, statistics=("mean", "min", "max")),
+        QuantityClass.NOISE: ClassPolicy(min_window=1, statistics=_NOISE),
         QuantityClass.PEOPLE_COUNT: ClassPolicy(min_window=1, statistics=("sum",), k=5),
     },
 }
@@ -156,7 +159,8 @@ class PrivacyGate:
     def allowed(self, spec: StreamSpec) -> tuple[list[str], int | None]:
         """Statistics allowed for a stream (in publishing order) and its k."""
         policy = self.privacy.policy_for(spec.quantity)
-        stats = [s for s in policy.statistics if s in STATISTICS_BY_KIND[spec.kind]]
+        stats = [s for s in policy.statistics if s in STATISTICS_BY_KIND[spec.kind]
+                 and (spec.statistics is None or s in spec.statistics)]
         return stats, (policy.k if spec.kind is StatKind.COUNTER else None)
 
     def release_window(self, window: ClosedWindow, meta: dict[str, Any]) -> Released:

@@ -21,10 +21,20 @@ _QUALITY_ORDER = [ClockQuality.SYNCED, ClockQuality.RTC, ClockQuality.UNSYNCED]
 STUCK_WINDOWS = 3
 
 
-class StreamStats:
-    """Running statistics of one stream in one window (Welford; energy sum for dB)."""
+#: Percentile levels of a LEVEL stream: L10 is the level exceeded 10 % of the time.
+PERCENTILES = {"l10": 10, "l50": 50, "l90": 90}
+LEVEL_BIN_DB = 0.1  # histogram resolution for percentiles (bounded memory, exact enough)
 
-    __slots__ = ("_energy", "_m2", "kind", "maximum", "mean", "minimum", "n", "total")
+
+class StreamStats:
+    """Running statistics of one stream in one window.
+
+    Welford for linear streams, the energy sum for dB, and a 0.1 dB histogram for the
+    percentile levels of LEVEL streams (bounded memory: one counter per occupied bin).
+    """
+
+    __slots__ = ("_energy", "_histogram", "_m2", "kind", "maximum", "mean", "minimum", "n",
+                 "total")
 
     def __init__(self, kind: StatKind) -> None:
         self.kind = kind
@@ -35,6 +45,7 @@ class StreamStats:
         self.total = 0.0
         self.minimum = math.inf
         self.maximum = -math.inf
+        self._histogram: dict[int, int] = {}
 
     def add(self, value: float) -> None:
         """Add one sample."""
@@ -45,8 +56,11 @@ class StreamStats:
         self.total += value
         self.minimum = min(self.minimum, value)
         self.maximum = max(self.maximum, value)
-        if self.kind is StatKind.ENERGETIC:
+        if self.kind in (StatKind.ENERGETIC, StatKind.LEVEL):
             self._energy += 10.0 ** (value / 10.0)
+        if self.kind is StatKind.LEVEL:
+            key = round(value / LEVEL_BIN_DB)
+            self._histogram[key] = self._histogram.get(key, 0) + 1
 
     def result(self) -> dict[str, float]:
         """All statistics this kind supports; the privacy gate picks the allowed ones."""
@@ -55,11 +69,26 @@ class StreamStats:
         if self.kind is StatKind.COUNTER:
             return {"sum": self.total, "min": self.minimum, "max": self.maximum}
         out = {"min": self.minimum, "max": self.maximum}
-        if self.kind is StatKind.ENERGETIC:
+        if self.kind in (StatKind.ENERGETIC, StatKind.LEVEL):
             out["mean"] = 10.0 * math.log10(self._energy / self.n)  # Leq, the energy mean
+            if self.kind is StatKind.LEVEL:
+                out.update(self._percentiles())
         else:
             out["mean"] = self.mean
             out["stddev"] = math.sqrt(self._m2 / (self.n - 1)) if self.n > 1 else 0.0
+        return out
+
+    def _percentiles(self) -> dict[str, float]:
+        """LN = the level exceeded N % of the time: the (100 − N)th percentile, nearest rank."""
+        ranks = {name: max(1, math.ceil((100 - n) / 100 * self.n))
+                 for name, n in PERCENTILES.items()}
+        out: dict[str, float] = {}
+        seen = 0
+        for key in sorted(self._histogram):
+            seen += self._histogram[key]
+            for name, rank in ranks.items():
+                if name not in out and seen >= rank:
+                    out[name] = key * LEVEL_BIN_DB
         return out
 
 

@@ -143,3 +143,22 @@ def test_plausibility_flags_pass_the_gate_and_match_the_schema():
     assert [b["values"]["pm25"].get("flags") for b in bodies] == [None, None, ["stuck"]]
     message = {"seq": 2, "store": "0" * 32, **bodies[-1]}
     assert contract.problems("data", message) == []
+
+
+def test_level_streams_publish_percentiles_and_a_stream_can_narrow_its_statistics():
+    laf = StreamSpec("LAF", "dB", QuantityClass.NOISE, StatKind.LEVEL)
+    lafmax = StreamSpec("LAFmax", "dB", QuantityClass.NOISE, StatKind.LEVEL,
+                        statistics=("max",))
+    released = PrivacyGate(PrivacyConfig(), "gw").release_window(window_with(
+        {"LAF": [50.0, 60.0, 70.0], "LAFmax": [55.0, 72.5]}, length=60, streams=(laf, lafmax)),
+        META)
+    values = released.body["values"]
+    assert set(values["LAF"]) == {"unit", "quantity", "n", "mean", "min", "max",
+                                  "l10", "l50", "l90"}
+    assert (values["LAF"]["l90"], values["LAF"]["l50"], values["LAF"]["l10"]) == (
+        50.0, 60.0, 70.0)
+    assert set(values["LAFmax"]) == {"unit", "quantity", "n", "max"}
+    assert values["LAFmax"]["max"] == 72.5
+    strict = PrivacyConfig(classes={QuantityClass.NOISE: ClassPolicy(
+        min_window=60, statistics=("mean",))})
+    assert PrivacyGate(strict, "gw").allowed(laf) == (["mean"], None)  # the policy decides

@@ -219,3 +219,27 @@ def test_one_constant_stream_alone_is_not_stuck():
         closed += windows.add([Reading("pm25", 0.0, now), Reading("pm10", float(i % 3), now)])
         clock.advance(1)
     assert all(w.flags == {} for w in closed)
+
+
+def test_level_streams_give_the_energy_mean_and_percentile_levels():
+    stats = StreamStats(StatKind.LEVEL)
+    levels = [40.0 + 0.5 * i for i in range(100)]  # 40.0 … 89.5 dB, one each
+    for level in reversed(levels):  # order does not matter
+        stats.add(level)
+    result = stats.result()
+    energy = statistics.fmean(10 ** (level / 10) for level in levels)
+    assert result["mean"] == pytest.approx(10 * math.log10(energy))
+    assert (result["min"], result["max"]) == (40.0, 89.5)
+    # LN: exceeded by N % of the samples (nearest rank of the (100 - N)th percentile)
+    for name, share in (("l10", 10), ("l50", 50), ("l90", 90)):
+        assert sum(level > result[name] + 1e-9 for level in levels) == share
+    assert result["l10"] == pytest.approx(84.5)
+    assert result["l50"] == pytest.approx(64.5) and result["l90"] == pytest.approx(44.5)
+
+
+def test_percentiles_of_a_single_level_and_of_sub_bin_values():
+    one = StreamStats(StatKind.LEVEL)
+    one.add(61.04)
+    assert {k: one.result()[k] for k in ("l10", "l50", "l90")} == pytest.approx(
+        {"l10": 61.0, "l50": 61.0, "l90": 61.0})  # 0.1 dB bins
+    assert StreamStats(StatKind.LEVEL).result() == {}
