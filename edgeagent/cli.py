@@ -1,4 +1,4 @@
-"""Command line: ``edgeagent run | check-config | demo | manifest``."""
+"""Command line: ``edgeagent run | check-config | demo | manifest | calibrate``."""
 
 from __future__ import annotations
 
@@ -108,6 +108,36 @@ def cmd_manifest(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    """Calibrate a sensor against a reference (a microphone: a 94 dB / 1 kHz calibrator)."""
+    from edgeagent.clock import SystemClock
+    from edgeagent.driver import DriverContext, DriverError
+
+    config = _load(args.config, action="Invalid config")
+    if config is None:
+        return EX_CONFIG
+    sensor = next((s for s in config.sensors if s.id == args.sensor), None)
+    if sensor is None:
+        known = ", ".join(s.id for s in config.sensors) or "none"
+        print(f"calibrate: no sensor {args.sensor!r} in {args.config} (sensors: {known})",
+              file=sys.stderr)
+        return 2
+    cls = config.driver_class(sensor)
+    context = DriverContext(SystemClock(), state_dir=config.state_dir)
+    print(f"calibrate: measuring {sensor.id} for {args.seconds:g}s against "
+          f"{args.reference:g} dB; keep the calibrator on the microphone", file=sys.stderr)
+    try:
+        print(asyncio.run(cls.calibrate(sensor, context, args.reference, args.seconds)))
+    except DriverError as exc:
+        print(f"calibrate: {sensor.id}: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"calibrate: cannot store the calibration in {config.state_dir}: "
+              f"{exc.strerror or exc}", file=sys.stderr)
+        return EX_CANTCREAT
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Simulated sensors → local mosquitto → a subscriber that prints what arrives."""
     from edgeagent.demo import run_demo
@@ -129,6 +159,16 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.set_defaults(func=func)
         if name == "run":
             cmd.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    calibrate = sub.add_parser("calibrate", help="calibrate a sensor against a reference",
+                               description=cmd_calibrate.__doc__)
+    calibrate.add_argument("sensor", help="sensor id from the config")
+    calibrate.add_argument("--reference", type=float, default=94.0,
+                           help="level of the calibrator in dB (default 94.0)")
+    calibrate.add_argument("--seconds", type=float, default=10.0,
+                           help="how long to measure (default 10)")
+    calibrate.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG,
+                           help=f"config file (default {DEFAULT_CONFIG})")
+    calibrate.set_defaults(func=cmd_calibrate)
     demo = sub.add_parser("demo", help="run on simulated sensors with a local broker",
                           description=cmd_demo.__doc__)
     demo.add_argument("--seconds", type=float, default=None,

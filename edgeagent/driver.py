@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -160,6 +161,8 @@ class DriverContext:
     clock: Clock
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("edgeagent.driver"))
     i2c: Callable[[int], Any] = _default_i2c
+    #: The agent's state directory (stored calibrations), None when there is none.
+    state_dir: Path | None = None
 
 
 class Driver(abc.ABC):
@@ -213,6 +216,21 @@ class Driver(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None:
         """Release the transport. Idempotent and safe after a failed open."""
+
+    @classmethod
+    def message_meta(cls, config: SensorConfig, state_dir: Path | None) -> dict[str, Any]:
+        """Extra top-level fields of this sensor's data messages (e.g. its calibration)."""
+        return {}
+
+    @classmethod
+    async def calibrate(cls, config: SensorConfig, context: DriverContext, reference: float,
+                        seconds: float) -> str:
+        """Measure a reference (e.g. a 94 dB calibrator), store the result; say what was done.
+
+        Raises:
+            DriverError: the sensor cannot be calibrated this way, or the measurement failed.
+        """
+        raise DriverError(f"the {cls.model} has nothing to calibrate", retryable=False)
 
     def describe(self) -> dict[str, Any]:
         """Resolved settings for the startup log and the manifest."""

@@ -18,6 +18,7 @@ import random
 import shutil
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 from edgeagent import __version__
@@ -96,7 +97,8 @@ class RunningSensor:
                  rand: Callable[[], float] = random.random,
                  i2c: Callable[[int], Any] | None = None,
                  failed_probe: float | None = FAILED_PROBE_S,
-                 humidity: HumidityBoard | None = None) -> None:
+                 humidity: HumidityBoard | None = None,
+                 state_dir: Path | None = None) -> None:
         self.config = config
         self.driver_class = driver_class
         self.clock = clock
@@ -107,6 +109,7 @@ class RunningSensor:
         self._rand = rand
         self._i2c = i2c
         self._failed_probe = failed_probe
+        self._state_dir = state_dir
         self._board = humidity if humidity is not None else {}
         self._link = getattr(config, "humidity", None)
         self.log = logging.getLogger(f"edgeagent.sensor.{config.id}")
@@ -165,7 +168,7 @@ class RunningSensor:
     async def _supervise(self) -> None:
         first = True
         while True:
-            context = DriverContext(self.clock, self.log)
+            context = DriverContext(self.clock, self.log, state_dir=self._state_dir)
             if self._i2c is not None:
                 context.i2c = self._i2c
             driver = self.driver_class(self.config, context)
@@ -500,12 +503,14 @@ class Agent:
                     duty.measure - sensor.warmup) / duty.period,
                 correction=correction,
                 humidity_source=None if link is None else link.source or sensor.id)
-            meta = {"driver": sensor.driver, "model": cls.model, "simulated": cls.simulated}
+            meta = {"driver": sensor.driver, "model": cls.model, "simulated": cls.simulated,
+                    **cls.message_meta(sensor, self.config.state_dir)}
             self.sensors.append(RunningSensor(sensor, cls, self.clock, windows,
                                               functools.partial(self._release, meta), self.event,
-                                              i2c=self.i2c, humidity=humidity))
+                                              i2c=self.i2c, humidity=humidity,
+                                              state_dir=self.config.state_dir))
             log.info("sensor %s: %s", sensor.id, json.dumps(cls(sensor, DriverContext(
-                self.clock)).describe(), default=str))
+                self.clock, state_dir=self.config.state_dir)).describe(), default=str))
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set, then shut down in order."""
