@@ -126,6 +126,11 @@ class Microphone(Driver):
         return LEVEL_INTERVAL
 
     @classmethod
+    def model_of(cls, config: MicrophoneConfig) -> str:  # type: ignore[override]
+        """The configured microphone, measured by the software meter."""
+        return f"{config.microphone or 'microphone'} with the edgeagent sound level meter"
+
+    @classmethod
     def message_meta(cls, config: MicrophoneConfig,  # type: ignore[override]
                      state_dir: Path | None) -> dict[str, Any]:
         """Every data message says how the levels are calibrated."""

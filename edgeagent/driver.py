@@ -218,6 +218,11 @@ class Driver(abc.ABC):
         """Release the transport. Idempotent and safe after a failed open."""
 
     @classmethod
+    def model_of(cls, config: SensorConfig) -> str:
+        """The hardware this entry describes, for messages and the manifest (default: model)."""
+        return cls.model
+
+    @classmethod
     def message_meta(cls, config: SensorConfig, state_dir: Path | None) -> dict[str, Any]:
         """Extra top-level fields of this sensor's data messages (e.g. its calibration)."""
         return {}

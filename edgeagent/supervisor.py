@@ -416,7 +416,7 @@ class Agent:
             config = running.config
             duty, link = getattr(config, "duty_cycle", None), getattr(config, "humidity", None)
             sensors.append({"id": config.id, "driver": config.driver,
-                            "model": running.driver_class.model,
+                            "model": running.driver_class.model_of(config),
                             "simulated": running.driver_class.simulated,
                             "window_s": config.window, "streams": streams,
                             "duty_cycle": None if duty is None else {
@@ -503,7 +503,8 @@ class Agent:
                     duty.measure - sensor.warmup) / duty.period,
                 correction=correction,
                 humidity_source=None if link is None else link.source or sensor.id)
-            meta = {"driver": sensor.driver, "model": cls.model, "simulated": cls.simulated,
+            meta = {"driver": sensor.driver, "model": cls.model_of(sensor),
+                    "simulated": cls.simulated,
                     **cls.message_meta(sensor, self.config.state_dir)}
             self.sensors.append(RunningSensor(sensor, cls, self.clock, windows,
                                               functools.partial(self._release, meta), self.event,

@@ -95,6 +95,8 @@ def test_microphone_levels_reach_the_broker_and_no_audio_reaches_disk(
     assert quiet["values"]["lafmin"]["min"] == pytest.approx(50.0, abs=0.3)
     manifest = recorder.of("manifest")[-1]
     assert manifest["sensors"][0]["window_s"] == 60
+    assert manifest["sensors"][0]["model"] == "ICS-43434 with the edgeagent sound level meter"
+    assert steady["model"] == manifest["sensors"][0]["model"]
     assert_no_audio_anywhere(samples, tmp_path / "state", caplog.text)
 
 
