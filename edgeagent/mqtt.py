@@ -35,7 +35,8 @@ class MqttPublisher:
 
     def __init__(self, settings: Any, topics: Topics, outbox: Outbox, *,
                  manifest: Callable[[], bytes], password: str | None = None,
-                 rand: Callable[[], float] = random.random) -> None:
+                 rand: Callable[[], float] = random.random,
+                 encode: Callable[[str, bytes], list[tuple[str, bytes]]] | None = None) -> None:
         self.settings = settings
         self.topics = topics
         self.outbox = outbox
@@ -55,6 +56,9 @@ class MqttPublisher:
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._rows_inflight: dict[int, int] = {}  # mid -> outbox row id
+        self._parts_left: dict[int, int] = {}  # row id -> its messages not yet acknowledged
+        #: Row (topic suffix, stored payload) → the messages to publish; default: as stored.
+        self._encode = encode or (lambda suffix, payload: [(suffix, payload)])
         self._direct: dict[int, asyncio.Future[bool]] = {}
         self._acked: list[int] = []
         self._cursor = 0
@@ -185,11 +189,15 @@ class MqttPublisher:
         if row_id is None:
             return
         if failed:  # e.g. v5 "Not authorized": keep the row, try again later
+            self._parts_left.pop(row_id, None)
             self._set_error(f"broker rejected a message ({reason}); it stays in the outbox")
             if self._loop is not None:
                 self._loop.call_later(REJECT_RETRY_S, self._rewind)
-        else:
-            self._acked.append(row_id)
+        elif row_id in self._parts_left:
+            self._parts_left[row_id] -= 1
+            if self._parts_left[row_id] == 0:  # every message of the row arrived
+                del self._parts_left[row_id]
+                self._acked.append(row_id)
         self._wake.set()
 
     def _rewind(self) -> None:
@@ -213,8 +221,15 @@ class MqttPublisher:
                     self._cursor = row.id
                     if row.id in busy:
                         continue
-                    info = client.publish(self.topics.topic(row.topic), row.payload, qos=1)
-                    self._rows_inflight[info.mid] = row.id
+                    messages = self._encode(row.topic, row.payload)
+                    if not messages:  # nothing in this encoding: done with the row
+                        self._acked.append(row.id)
+                        self._wake.set()
+                        continue
+                    self._parts_left[row.id] = len(messages)
+                    for suffix, payload in messages:
+                        info = client.publish(self.topics.topic(suffix), payload, qos=1)
+                        self._rows_inflight[info.mid] = row.id
                     sent += 1
             if not sent and not acked:
                 if not self._rows_inflight and self.connected:
