@@ -4,22 +4,28 @@ Chip: Sensirion SPS30 (firmware ≥ 2.0 for sleep), SEL pin floating selects UAR
 Bus: UART, 115 200 baud 8N1, 5 V supply; SHDLC frames ``7E ADR CMD [STATE] L data CHK 7E`` with
 byte stuffing of ``7E 7D 11 13`` and an inverted sum-8 checksum.
 Units: PM1.0 / PM2.5 / PM4.0 / PM10 in µg/m³, number concentrations PM0.5 … PM10 in #/cm³
-(``/cm3``), typical particle size in µm; all from ten big-endian float32 values.
-Datasheet: Sensirion SPS30 datasheet v2.0; byte-level notes in sensors.md §2.3; see
-docs/drivers/sps30.md. The I2C variant is ``sps30_i2c`` and shares :func:`decode_values`.
+(``/cm3``), typical particle size in µm; from ten big-endian float32 values (output format
+0x03) or ten big-endian uint16 values (0x05: integer µg/m³ and #/cm³, typical size in nm).
+Also: the auto-cleaning interval (0x80) and the device status register (0xD2: fan, laser and
+fan speed flags).
+Datasheet: Sensirion SPS30 datasheet v2.0 (§4.2 fan cleaning, §4.3 output formats, §4.4 device
+status register, §5 SHDLC); byte-level notes in sensors.md §2.3; see docs/drivers/sps30.md. The
+I2C variant is ``sps30_i2c`` and shares the decoders, the options and :class:`StatusMonitor`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import struct
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from edgeagent.driver import (
     Driver,
@@ -34,7 +40,7 @@ from edgeagent.driver import (
     StreamSpec,
 )
 from edgeagent.serialport import SerialTransport
-from edgeagent.units import Duration, format_duration
+from edgeagent.units import Duration, DurationOrZero, format_duration
 
 FLAG = 0x7E  # frame start and end
 ESCAPE = 0x7D
@@ -52,21 +58,32 @@ CMD_DEVICE_INFO = 0xD0
 CMD_VERSION = 0xD1
 CMD_STATUS = 0xD2
 CMD_RESET = 0xD3
-START_FLOAT = b"\x01\x03"  # sub-command 01, output format 0x03 = big-endian float32
-FORMAT_FLOAT = 0x03
-FORMAT_U16 = 0x05
+START_SUBCOMMAND = 0x01
+FORMAT_FLOAT = 0x03  # output format: big-endian IEEE-754 float32
+FORMAT_U16 = 0x05  # output format: big-endian uint16 (firmware >= 2.0)
+START_FLOAT = bytes([START_SUBCOMMAND, FORMAT_FLOAT])  # 01 03
+START_U16 = bytes([START_SUBCOMMAND, FORMAT_U16])  # 01 05
+OUTPUT_FORMATS = {"float": FORMAT_FLOAT, "integer": FORMAT_U16}  # config value -> format code
+AUTO_CLEANING_SUBCOMMAND = b"\x00"  # 0x80 read: 00; write: 00 + u32 BE seconds
+STATUS_KEEP = b"\x00"  # 0xD2: read the device status register, keep its bits
+STATUS_CLEAR = b"\x01"  # 0xD2: read it, then clear all its bits
 INFO_PRODUCT_TYPE = 0x00
 INFO_SERIAL = 0x03
 WAKE_PULSE = b"\xff"  # a falling edge on RX switches the sleeping interface on
 FLOAT_DATA_LENGTH = 40  # ten float32 values
+INTEGER_DATA_LENGTH = 20  # ten uint16 values
+STATUS_DATA_LENGTH = 5  # u32 BE register + one reserved byte
+VERSION_MIN_LENGTH = 2  # firmware major, minor (then reserved, hardware, SHDLC version)
+NM_PER_UM = 1000.0  # the integer format gives the typical particle size in nm
 MAX_BODY = 4 + 255 + 1  # ADR CMD STATE L, data, CHK (unstuffed)
 MAX_RAW = 2 * MAX_BODY  # every byte stuffed
 AFTER_BAD_FRAME_S = 0.1  # the sensor answers within ~20 ms; a bad frame is usually the answer
 STALL_TIMEOUT = 0.5  # s of silence after which a partial frame is given up
 WAKE_ANSWER_TIMEOUT = 0.1  # s to wait for the answer to the first wake-up frame
 NEW_DATA_PERIOD = 1.0  # s: the sensor updates its values once a second
+RESET_SECONDS = 0.100  # after Reset (datasheet: I2C < 100 ms; the SHDLC answer comes first)
 ERROR_NOT_ALLOWED = 0x43
-DEVICE_ERROR_FLAG = 0x80  # STATE bit 7: a flag is set in the device status register
+DEVICE_ERROR_FLAG = 0x80  # STATE bit 7: an error flag (fan, laser) is set in the status register
 STATE_ERRORS = {
     0x01: "wrong data length",
     0x02: "unknown command",
@@ -81,6 +98,28 @@ MAX_SIZE = 10.0  # µm: the sensor sizes particles up to 10 µm
 MASS_STREAMS = {"pm1": "PM1.0", "pm25": "PM2.5", "pm4": "PM4.0", "pm10": "PM10"}
 NUMBER_STREAMS = {"n0_5": "0.5", "n1_0": "1.0", "n2_5": "2.5", "n4_0": "4.0", "n10": "10"}
 VALUE_NAMES = (*MASS_STREAMS, *NUMBER_STREAMS, "typical_size")
+
+# Device status register (datasheet v2.0 §4.4; u32, bit 0 = LSB). All other bits are reserved
+# and "can be both 0 and 1": they are masked off, never interpreted.
+STATUS_SPEED = 1 << 21  # warning: fan speed out of range; clears itself when back in range
+STATUS_LASER = 1 << 5  # error: laser current out of range; clears itself when back in range
+STATUS_FAN = 1 << 4  # error: fan switched on but 0 rpm (blocked, broken); sticky until cleared
+STATUS_ERRORS = STATUS_LASER | STATUS_FAN  # the flags that STATE bit 7 reports (SHDLC)
+STATUS_NAMES = {STATUS_SPEED: "fan_speed_warning", STATUS_LASER: "laser_failure",
+                STATUS_FAN: "fan_failure"}
+STATUS_MEANINGS = {
+    STATUS_SPEED: "fan speed out of range (device status bit 21)",
+    STATUS_LASER: "laser failure (device status bit 5): laser current out of range",
+    STATUS_FAN: "fan failure (device status bit 4): the fan is switched on but stands still, "
+                "blocked or broken",
+}
+#: The fan is not speed-checked for 3 s after Start, and 0 rpm must be seen twice (1 s apart)
+#: before FAN is set: the first check while measuring comes after this, inside the warm-up.
+FIRST_STATUS_CHECK_S = 5.0
+MIN_FIRMWARE_U16 = (2, 0)  # integer output format
+MIN_FIRMWARE_STATUS = (2, 2)  # Read Device Status Register
+MIN_FIRMWARE_READBACK = (2, 2)  # older firmware reads back the old interval until a reset
+MAX_CLEANING_INTERVAL = 0xFFFF_FFFF  # u32 seconds
 
 
 def checksum(body: bytes) -> int:
@@ -214,6 +253,15 @@ class ShdlcParser:
         return n
 
 
+def _check_plausible(values: dict[str, float]) -> dict[str, float]:
+    for name, value in values.items():
+        limit = (MAX_MASS if name in MASS_STREAMS else
+                 MAX_NUMBER if name in NUMBER_STREAMS else MAX_SIZE)
+        if not math.isfinite(value) or not 0.0 <= value <= limit:
+            raise FrameError(f"implausible value {name} = {value!r} (range 0 … {limit:g})")
+    return values
+
+
 def decode_values(raw: bytes) -> dict[str, float]:
     """Return the ten stream values from 40 bytes of big-endian float32 (both interfaces).
 
@@ -222,13 +270,46 @@ def decode_values(raw: bytes) -> dict[str, float]:
     """
     if len(raw) != FLOAT_DATA_LENGTH:
         raise FrameError(f"measured values: {len(raw)} bytes, expected {FLOAT_DATA_LENGTH}")
-    values = dict(zip(VALUE_NAMES, struct.unpack(">10f", raw), strict=True))
-    for name, value in values.items():
-        limit = (MAX_MASS if name in MASS_STREAMS else
-                 MAX_NUMBER if name in NUMBER_STREAMS else MAX_SIZE)
-        if not math.isfinite(value) or not 0.0 <= value <= limit:
-            raise FrameError(f"implausible value {name} = {value!r} (range 0 … {limit:g})")
-    return values
+    return _check_plausible(dict(zip(VALUE_NAMES, struct.unpack(">10f", raw), strict=True)))
+
+
+def decode_integer_values(raw: bytes) -> dict[str, float]:
+    """Return the ten stream values from 20 bytes of big-endian uint16 (both interfaces).
+
+    Mass (µg/m³) and number concentrations (#/cm³) are whole numbers; the typical particle
+    size comes in nm and is returned in µm, like the float format.
+
+    Raises:
+        FrameError: wrong length or out-of-range values (e.g. ``FF FF``).
+    """
+    if len(raw) != INTEGER_DATA_LENGTH:
+        raise FrameError(f"measured values (integer format): {len(raw)} bytes, expected "
+                         f"{INTEGER_DATA_LENGTH}")
+    words = struct.unpack(">10H", raw)
+    values = {name: float(word) for name, word in zip(VALUE_NAMES[:-1], words, strict=False)}
+    values["typical_size"] = words[-1] / NM_PER_UM
+    return _check_plausible(values)
+
+
+#: The decoder of the measured-values data (CRCs removed) per ``output_format``.
+DECODERS: dict[str, Callable[[bytes], dict[str, float]]] = {
+    "float": decode_values, "integer": decode_integer_values}
+
+
+def decode_status(register: int) -> list[str]:
+    """Names of the documented flags set in a device status register; reserved bits ignored."""
+    return [name for bit, name in STATUS_NAMES.items() if register & bit]
+
+
+def decode_u32(data: bytes, what: str) -> int:
+    """A big-endian u32 answer (auto-cleaning interval, status register).
+
+    Raises:
+        FrameError: not 4 bytes.
+    """
+    if len(data) != 4:
+        raise FrameError(f"{what}: {len(data)} data bytes, expected 4")
+    return int.from_bytes(data, "big")
 
 
 def value_streams() -> list[StreamSpec]:
@@ -250,7 +331,101 @@ def state_error(reply: ShdlcReply, what: str, port: str) -> DriverError:
     return DriverError(f"SPS30 on {port} refused {what}: state {reply.error:#04x} ({meaning})")
 
 
-class Sps30Config(ParticulateConfig):
+class StatusMonitor:
+    """Decides when to read the device status register and what a reading means (both buses).
+
+    FAN or LASER set is a :class:`DriverError` (retryable: the supervisor's recovery ladder
+    re-initialises the sensor, then resets the bus and power-cycles it if it has a switch).
+    The fan speed warning is logged once when it appears, and once when it is gone.
+    """
+
+    def __init__(self, where: str, interval: float, log: logging.Logger) -> None:
+        self.where = where
+        self.interval = interval
+        self.log = log
+        self.last: list[str] | None = None  # decoded flags of the last reading; None = never
+        self.next_at = math.inf
+        self._speed_warned = False
+
+    def schedule(self, at: float) -> None:
+        """The next check is due at monotonic time ``at``."""
+        self.next_at = at
+
+    def due(self, now: float) -> bool:
+        """Whether a periodic check is due."""
+        return now >= self.next_at
+
+    def seen(self, register: int, now: float) -> DriverError | None:
+        """Record a register value read at ``now``; return the error to raise, if any."""
+        self.last = decode_status(register)
+        self.next_at = now + self.interval
+        if register & STATUS_SPEED and not self._speed_warned:
+            self._speed_warned = True
+            self.log.warning("SPS30 on %s: %s; the values are still used. If it stays set, "
+                             "check the 5 V supply and the fan", self.where,
+                             STATUS_MEANINGS[STATUS_SPEED])
+        elif not register & STATUS_SPEED and self._speed_warned:
+            self._speed_warned = False
+            self.log.info("SPS30 on %s: fan speed back in range", self.where)
+        failures = [STATUS_MEANINGS[bit] for bit in (STATUS_FAN, STATUS_LASER) if register & bit]
+        if not failures:
+            return None
+        return DriverError(f"SPS30 on {self.where}: {'; '.join(failures)}. Status register "
+                           f"0x{register:08X} cleared; the sensor is re-initialised, then "
+                           "power-cycled if it has a power switch. If it keeps failing, "
+                           "replace it")
+
+
+def firmware_text(firmware: tuple[int, int] | None) -> str | None:
+    """``"2.2"`` for (2, 2); None stays None."""
+    return None if firmware is None else f"{firmware[0]}.{firmware[1]}"
+
+
+def firmware_problem(firmware: tuple[int, int], output_format: str,
+                     where: str) -> DriverError | None:
+    """A non-retryable error if the firmware lacks the configured output format."""
+    if output_format == "integer" and firmware < MIN_FIRMWARE_U16:
+        return DriverError(f"SPS30 on {where} has firmware {firmware_text(firmware)}: the "
+                           "integer output format needs firmware 2.0 or later; use "
+                           "output_format: float", retryable=False)
+    return None
+
+
+def cleaning_mismatch(where: str, wanted: int, got: int) -> DriverError:
+    """The error for an auto-cleaning interval that did not stick."""
+    return DriverError(f"SPS30 on {where}: auto-cleaning interval {wanted} s "
+                       f"({format_duration(wanted)}) was written but the sensor reads back "
+                       f"{got} s ({format_duration(got)})")
+
+
+class Sps30Options(ParticulateConfig):
+    """Options both SPS30 drivers share (UART and I2C)."""
+
+    output_format: Literal["float", "integer"] = Field(
+        "float", description="float: float32 values; integer: uint16 values (firmware >= 2.0; "
+        "whole µg/m³ and #/cm³, size in nm), the same streams and units")
+    auto_cleaning_interval: DurationOrZero | None = Field(
+        None, description="Fan auto-cleaning interval written to the sensor at open if it "
+        "differs (whole seconds, 0 = never); None = leave the sensor's setting (default 1 week)")
+    status_interval: Duration = Field(
+        60.0, description="How often the device status register (fan, laser) is read while "
+        "measuring; the first check comes 5 s after start")
+
+    @field_validator("auto_cleaning_interval")
+    @classmethod
+    def _whole_seconds(cls, value: float | None) -> float | None:
+        if value is not None and (value != int(value) or value > MAX_CLEANING_INTERVAL):
+            raise ValueError(f"must be whole seconds from 0 (never) to {MAX_CLEANING_INTERVAL} "
+                             f"(got {value:g} s)")
+        return value
+
+    @property
+    def cleaning_seconds(self) -> int | None:
+        """The configured auto-cleaning interval as the sensor's u32 seconds (None: keep)."""
+        return None if self.auto_cleaning_interval is None else int(self.auto_cleaning_interval)
+
+
+class Sps30Config(Sps30Options):
     """An SPS30 sensor entry (UART)."""
 
     driver: Literal["sps30"]
@@ -260,7 +435,7 @@ class Sps30Config(ParticulateConfig):
 
 
 class Sps30(Driver):
-    """Sensirion SPS30 driver over SHDLC: starts float measurement, polls once per interval."""
+    """Sensirion SPS30 driver over SHDLC: float or integer output, polled once per interval."""
 
     Config = Sps30Config
     model: ClassVar[str] = "Sensirion SPS30"
@@ -276,7 +451,13 @@ class Sps30(Driver):
         self._pending: deque[ShdlcReply | FrameError] = deque()
         self._held: list[ShdlcReply] = []  # a read answer that arrived after a bad frame
         self._pacer = Pacer(config.interval)
+        self._decode = DECODERS[config.output_format]
         self.serial_number: str | None = None
+        self.firmware: tuple[int, int] | None = None
+        self.sensor_cleaning_interval: int | None = None  # seconds, as read back at open
+        self._status: StatusMonitor | None = None  # None: not open or firmware < 2.2
+        self._flag_seen = False  # STATE bit 7 in the previous reply
+        self._flag_warned = False
 
     @classmethod
     def streams(cls, config: Sps30Config) -> list[StreamSpec]:
@@ -284,17 +465,26 @@ class Sps30(Driver):
         return value_streams()
 
     def describe(self) -> dict[str, Any]:
-        """Return the settings plus the serial number read at open (None before)."""
-        return {**super().describe(), "serial_number": self.serial_number}
+        """Return the settings plus what open read from the sensor (None before).
+
+        ``device_status`` lists the flags of the last status register reading
+        (``fan_speed_warning``, ``laser_failure``, ``fan_failure``; ``[]`` = all fine).
+        """
+        return {**super().describe(), "serial_number": self.serial_number,
+                "firmware": firmware_text(self.firmware),
+                "sensor_auto_cleaning_interval": None if self.sensor_cleaning_interval is None
+                else format_duration(self.sensor_cleaning_interval),
+                "device_status": None if self._status is None else self._status.last}
 
     async def open(self) -> None:
-        """Open the port, wake the sensor, stop a running measurement, start float output."""
+        """Open the port, wake, stop, identify, set fan cleaning, check status, start."""
         transport = SerialTransport(self.config.port, self.config.baudrate)
         await transport.open()
         self._transport = transport
         self._parser = ShdlcParser()
         self._pending.clear()
         self._held.clear()
+        self._status, self._flag_seen = None, False
         try:
             await self.wake()
             stop = await self.command(CMD_STOP, what="stop")
@@ -303,10 +493,79 @@ class Sps30(Driver):
             info = await self.command(CMD_DEVICE_INFO, bytes([INFO_SERIAL]), what="serial")
             self._check(info, "serial number")
             self.serial_number = info.data.split(b"\0", 1)[0].decode("ascii", "replace")
+            await self._read_version()
+            await self._set_auto_cleaning()
+            if self.firmware >= MIN_FIRMWARE_STATUS:
+                self._status = StatusMonitor(self.config.port, self.config.status_interval,
+                                             self.context.log)
+                await self.check_status()
             await self.start()
         except DriverError:
             await self.close()
             raise
+        if self._status is not None:
+            self._status.schedule(self.context.clock.monotonic() + FIRST_STATUS_CHECK_S)
+
+    async def _read_version(self) -> None:
+        reply = await self.command(CMD_VERSION, what="read version")
+        self._check(reply, "read version")
+        if len(reply.data) < VERSION_MIN_LENGTH:
+            raise FrameError(f"read version: {len(reply.data)} data bytes, expected 7")
+        self.firmware = (reply.data[0], reply.data[1])
+        problem = firmware_problem(self.firmware, self.config.output_format, self.config.port)
+        if problem is not None:
+            raise problem
+
+    async def read_auto_cleaning_interval(self) -> int:
+        """Return the sensor's auto-cleaning interval in seconds (0 = disabled)."""
+        reply = await self.command(CMD_AUTO_CLEANING, AUTO_CLEANING_SUBCOMMAND,
+                                   what="read auto-cleaning interval")
+        self._check(reply, "read auto-cleaning interval")
+        return decode_u32(reply.data, "auto-cleaning interval")
+
+    async def _set_auto_cleaning(self) -> None:
+        """Read the interval; write and verify the configured one if it differs (NVM)."""
+        current = before = await self.read_auto_cleaning_interval()
+        wanted = self.config.cleaning_seconds
+        if wanted is not None and current != wanted:
+            reply = await self.command(
+                CMD_AUTO_CLEANING, AUTO_CLEANING_SUBCOMMAND + wanted.to_bytes(4, "big"),
+                what="write auto-cleaning interval")
+            self._check(reply, "write auto-cleaning interval")
+            assert self.firmware is not None
+            if self.firmware < MIN_FIRMWARE_READBACK:  # reads back the old value until reset
+                await self.reset()
+                await self.context.clock.sleep(RESET_SECONDS)
+            current = await self.read_auto_cleaning_interval()
+            if current != wanted:
+                raise cleaning_mismatch(self.config.port, wanted, current)
+            self.context.log.info("SPS30 on %s: auto-cleaning interval set to %s (was %s)",
+                                  self.config.port, format_duration(wanted),
+                                  format_duration(before))
+        self.sensor_cleaning_interval = current
+
+    async def check_status(self) -> None:
+        """Read the device status register (firmware >= 2.2); clear it and raise on a failure.
+
+        Raises:
+            DriverError: fan failure (bit 4) or laser failure (bit 5), naming the bit.
+        """
+        monitor = self._status
+        if monitor is None:
+            raise DriverError(f"SPS30 on {self.config.port}: the device status register needs "
+                              "an open sensor with firmware 2.2 or later")
+        reply = await self.command(CMD_STATUS, STATUS_KEEP, what="read device status")
+        if reply.error:
+            raise state_error(reply, "read device status", self.config.port)
+        if len(reply.data) != STATUS_DATA_LENGTH:
+            raise FrameError(f"device status: {len(reply.data)} data bytes, expected "
+                             f"{STATUS_DATA_LENGTH}")
+        failure = monitor.seen(decode_u32(reply.data[:4], "device status"),
+                               self.context.clock.monotonic())
+        if failure is not None:
+            with contextlib.suppress(DriverError):  # FAN is sticky: let the next open re-test
+                await self.command(CMD_STATUS, STATUS_CLEAR, what="clear device status")
+            raise failure
 
     async def wake(self) -> None:
         """Send ``FF`` and the wake-up frame; with no answer, send the frame twice more."""
@@ -320,8 +579,9 @@ class Sps30(Driver):
             raise state_error(reply, "wake-up", self.config.port)
 
     async def start(self) -> None:
-        """Start measurement in float format; the first values follow after 1 s."""
-        self._check(await self.command(CMD_START, START_FLOAT, what="start"), "start")
+        """Start measurement in the configured output format; the first values follow after 1 s."""
+        data = bytes([START_SUBCOMMAND, OUTPUT_FORMATS[self.config.output_format]])
+        self._check(await self.command(CMD_START, data, what="start"), "start")
         self._pacer.start(self.context.clock.monotonic() + NEW_DATA_PERIOD)
 
     async def stop(self) -> None:
@@ -331,6 +591,15 @@ class Sps30(Driver):
     async def reset(self) -> None:
         """Reset the sensor to Idle, as after power-on."""
         self._check(await self.command(CMD_RESET, what="reset"), "reset")
+
+    async def start_fan_cleaning(self) -> None:
+        """Run the fan at full speed for 10 s now (only while measuring); no new values then.
+
+        Raises:
+            DriverError: the sensor is not measuring (state 0x43) or does not answer.
+        """
+        self._check(await self.command(CMD_FAN_CLEANING, what="start fan cleaning"),
+                    "start fan cleaning")
 
     async def command(self, cmd: int, data: bytes = b"", *, what: str) -> ShdlcReply:
         """Send one command and return its reply (STATE not checked).
@@ -347,7 +616,12 @@ class Sps30(Driver):
         return reply
 
     async def read(self) -> list[Reading] | None:
-        """Poll the values; None if nothing is new; FrameError for a bad frame."""
+        """Poll the values; None if nothing is new; FrameError for a bad frame.
+
+        Raises:
+            DriverError: a refused command, no answer, or a fan or laser failure in the device
+                status register (read when STATE bit 7 comes up and every ``status_interval``).
+        """
         self._require_open()
         if self._held:  # the answer that followed a bad frame: no new poll for it
             reply = self._held.pop()
@@ -356,17 +630,23 @@ class Sps30(Driver):
             reply = await self.command(CMD_READ, what="read measured values")
         self._check(reply, "read measured values")
         t = self.context.clock.monotonic()
+        flag_rose = reply.device_error and not self._flag_seen
+        self._flag_seen = reply.device_error
+        if self._status is not None and (flag_rose or self._status.due(t)):
+            await self.check_status()  # raises on a fan or laser failure: values discarded
+        elif flag_rose and not self._flag_warned:
+            self._flag_warned = True
+            self.context.log.warning("SPS30 on %s reports a fan or laser error (STATE bit 7); "
+                                     "firmware %s cannot tell which (the status register "
+                                     "needs 2.2)", self.config.port,
+                                     firmware_text(self.firmware))
         if not reply.data:
             return None  # no new values since the last read (or fan cleaning)
-        return [Reading(name, value, t) for name, value in decode_values(reply.data).items()]
+        return [Reading(name, value, t) for name, value in self._decode(reply.data).items()]
 
     def _check(self, reply: ShdlcReply, what: str) -> None:
         if reply.error:
             raise state_error(reply, what, self.config.port)
-        if reply.device_error:
-            self.context.log.warning("SPS30 on %s reports a device status flag (fan, laser or "
-                                     "fan speed); read the status register", self.config.port)
-
 
     async def _answer(self, cmd: int, timeout: float, what: str, *,
                       required: bool = True) -> ShdlcReply | None:

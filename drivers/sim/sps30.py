@@ -1,4 +1,12 @@
-"""SPS30 SHDLC simulator, byte for byte: state machine, 1 Hz data, faults, and a pty front end."""
+"""SPS30 SHDLC simulator, byte for byte: state machine, 1 Hz data, faults, and a pty front end.
+
+Besides the measured values (float or integer, as chosen at Start) it models the auto-cleaning
+interval (kept in "NVM" across resets; firmware < 2.2 reads back the old value until a reset),
+the device status register (set :attr:`Sps30Simulator.status`; STATE bit 7 follows its error
+flags; 0xD2 with ``01`` clears it) and the firmware version. Model assumptions, not from the
+datasheet: firmware < 2.2 answers 0xD2 with 0x02 (unknown command), firmware < 2.0 refuses the
+integer format with 0x04 (illegal parameter), and Reset clears the status register.
+"""
 
 from __future__ import annotations
 
@@ -32,7 +40,12 @@ from edgeagent.drivers.sps30 import (
     FORMAT_U16,
     INFO_PRODUCT_TYPE,
     INFO_SERIAL,
+    MIN_FIRMWARE_READBACK,
+    MIN_FIRMWARE_STATUS,
+    MIN_FIRMWARE_U16,
     NEW_DATA_PERIOD,
+    NM_PER_UM,
+    STATUS_ERRORS,
     Sps30,
     Sps30Config,
     checksum,
@@ -45,7 +58,11 @@ GOLDEN_DATA = bytes.fromhex(
     "40A78320 411777BB 414A5F83 41548DDD 41D2833E 4213FC85 42261722 4229A4D9 422A29BC 3F55B7E7")
 GOLDEN_VALUES = struct.unpack(">10f", GOLDEN_DATA)
 PRODUCT_TYPE = b"00080000"
-VERSION = bytes([2, 2, 0, 7, 0, 2, 0])  # fw 2.2, hw rev 7, SHDLC 2.0
+FIRMWARE = (2, 2)
+HARDWARE_REVISION = 7
+SHDLC_VERSION = (2, 0)
+VERSION = bytes([*FIRMWARE, 0, HARDWARE_REVISION, 0, *SHDLC_VERSION])  # fw 2.2, hw 7, SHDLC 2.0
+DEFAULT_CLEANING_INTERVAL = 604_800  # s: one week, the factory setting
 ERROR_WRONG_LENGTH = 0x01
 ERROR_UNKNOWN_COMMAND = 0x02
 ERROR_ILLEGAL_PARAMETER = 0x04
@@ -53,19 +70,27 @@ FAN_CLEANING_SECONDS = 10.0
 Fault = Literal["corrupt", "drop", "truncate", "garbage"]
 
 
+def integer_values(values: tuple[float, ...]) -> tuple[int, ...]:
+    """What the sensor sends in the integer format for ``values`` (µm size becomes nm)."""
+    return (*(round(v) for v in values[:9]), round(values[9] * NM_PER_UM))
+
+
 class Sps30Simulator:
     """The sensor side of SHDLC: Idle / Measurement / Sleep, 1 Hz values, injected faults."""
 
     def __init__(self, clock: Clock | None = None, serial: str = "3C5F2A1B9D0E7711",
-                 seed: int = 0) -> None:
+                 seed: int = 0, firmware: tuple[int, int] = FIRMWARE) -> None:
         self.clock = clock
         self.state: Literal["idle", "measurement", "sleep"] = "idle"
         self.interface_on = True
         self.serial = serial
+        self.firmware = firmware
         self.values: tuple[float, ...] = GOLDEN_VALUES
         self.format = FORMAT_FLOAT
-        self.status_flag = False  # STATE bit 7 (e.g. fan blocked)
-        self.auto_cleaning_interval = 604_800
+        self.status = 0  # device status register (u32); tests set bits, e.g. STATUS_FAN
+        self.auto_cleaning_interval = DEFAULT_CLEANING_INTERVAL  # in NVM
+        self.reported_cleaning_interval = DEFAULT_CLEANING_INTERVAL  # what 0x80 read returns
+        self.cleaning_writes = 0  # NVM writes of the interval
         self.faults: deque[Fault] = deque()  # applied to the next replies, one each
         self.force_state: int | None = None  # error code for the next reply
         self.executed: list[int] = []  # commands carried out, in order
@@ -116,7 +141,7 @@ class Sps30Simulator:
     def _reply(self, cmd: int, state: int, data: bytes = b"") -> bytes:
         if self.force_state is not None:
             state, data, self.force_state = self.force_state, b"", None
-        if self.status_flag:
+        if self.status & STATUS_ERRORS:
             state |= DEVICE_ERROR_FLAG
         frame = miso_frame(cmd, state, data)
         if self.state == "sleep":
@@ -143,7 +168,8 @@ class Sps30Simulator:
         if cmd == CMD_START:
             if len(data) != 2:
                 return ERROR_WRONG_LENGTH, b""
-            if data[0] != 0x01 or data[1] not in (FORMAT_FLOAT, FORMAT_U16):
+            if data[0] != 0x01 or data[1] not in (FORMAT_FLOAT, FORMAT_U16) or (
+                    data[1] == FORMAT_U16 and self.firmware < MIN_FIRMWARE_U16):
                 return ERROR_ILLEGAL_PARAMETER, b""
             if self.state != "idle":
                 return ERROR_NOT_ALLOWED, b""
@@ -177,19 +203,31 @@ class Sps30Simulator:
                 return 0, self.serial.encode("ascii") + b"\0"
             return ERROR_ILLEGAL_PARAMETER, b""
         if cmd == CMD_VERSION:
-            return 0, VERSION
+            return 0, bytes([*self.firmware, 0, HARDWARE_REVISION, 0, *SHDLC_VERSION])
         if cmd == CMD_AUTO_CLEANING:
             if data == b"\x00":
-                return 0, self.auto_cleaning_interval.to_bytes(4, "big")
+                return 0, self.reported_cleaning_interval.to_bytes(4, "big")
             if len(data) == 5 and data[0] == 0:
                 self.auto_cleaning_interval = int.from_bytes(data[1:], "big")
+                self.cleaning_writes += 1
+                if self.firmware >= MIN_FIRMWARE_READBACK:
+                    self.reported_cleaning_interval = self.auto_cleaning_interval
                 return 0, b""
             return ERROR_WRONG_LENGTH, b""
         if cmd == CMD_STATUS:
-            flags = (1 << 4) if self.status_flag else 0  # bit 4: FAN
-            return 0, flags.to_bytes(4, "big") + b"\0"
+            if self.firmware < MIN_FIRMWARE_STATUS:
+                return ERROR_UNKNOWN_COMMAND, b""
+            if len(data) != 1:
+                return ERROR_WRONG_LENGTH, b""
+            if data[0] not in (0, 1):
+                return ERROR_ILLEGAL_PARAMETER, b""
+            register = self.status
+            if data[0] == 1:
+                self.status = 0  # cleared after reading
+            return 0, register.to_bytes(4, "big") + b"\0"
         if cmd == CMD_RESET:
-            self.state = "idle"
+            self.state, self.status = "idle", 0
+            self.reported_cleaning_interval = self.auto_cleaning_interval
             return 0, b""
         return ERROR_UNKNOWN_COMMAND, b""
 
@@ -200,8 +238,7 @@ class Sps30Simulator:
             return b""  # nothing new: the empty answer
         self._delivered = update
         if self.format == FORMAT_U16:
-            ints = [round(v) for v in self.values[:9]] + [round(self.values[9] * 1000)]
-            return struct.pack(">10H", *ints)
+            return struct.pack(">10H", *integer_values(self.values))
         return struct.pack(">10f", *self.values)
 
     @staticmethod

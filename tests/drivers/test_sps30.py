@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import struct
 from collections.abc import Callable
@@ -16,9 +17,11 @@ from edgeagent.clock import FakeClock
 from edgeagent.driver import DriverContext, DriverError, FrameError, QuantityClass, StatKind
 from edgeagent.drivers.sim.sps30 import (
     GOLDEN_DATA,
+    GOLDEN_VALUES,
     PtySps30,
     Sps30Simulator,
     conformance_driver,
+    integer_values,
 )
 from edgeagent.drivers.sps30 import (
     CMD_AUTO_CLEANING,
@@ -32,12 +35,22 @@ from edgeagent.drivers.sps30 import (
     CMD_STOP,
     CMD_VERSION,
     CMD_WAKE,
+    MAX_MASS,
+    MAX_NUMBER,
+    MAX_SIZE,
+    STATUS_FAN,
+    STATUS_LASER,
+    STATUS_NAMES,
+    STATUS_SPEED,
     ShdlcParser,
     ShdlcReply,
     Sps30,
     Sps30Config,
+    StatusMonitor,
     checksum,
+    decode_integer_values,
     decode_miso,
+    decode_status,
     decode_values,
     miso_frame,
     mosi_frame,
@@ -60,6 +73,15 @@ STOP = bytes.fromhex("7E 00 01 00 FE 7E")
 SERIAL = bytes.fromhex("7E 00 D0 01 03 2B 7E")
 START = bytes.fromhex("7E 00 00 02 01 03 F9 7E")
 READ = bytes.fromhex("7E 00 03 00 FC 7E")
+START_INTEGER = bytes.fromhex("7E 00 00 02 01 05 F7 7E")
+VERSION = bytes.fromhex("7E 00 D1 00 2E 7E")
+READ_CLEANING = bytes.fromhex("7E 00 80 01 00 7D 5E 7E")  # CHK 7E stuffed (datasheet example)
+STATUS = bytes.fromhex("7E 00 D2 01 00 2C 7E")  # read, keep the bits (datasheet example)
+STATUS_AND_CLEAR = bytes.fromhex("7E 00 D2 01 01 2B 7E")
+RESET = bytes.fromhex("7E 00 D3 00 2C 7E")
+OPENED = WAKE + STOP + SERIAL + VERSION + READ_CLEANING + STATUS
+# constructed (no integer capture exists): the capture's values rounded, size 835 nm
+INTEGER_DATA = struct.pack(">10H", 5, 9, 13, 13, 26, 37, 42, 42, 43, 835)
 
 
 def replies(items: list) -> list[ShdlcReply]:
@@ -81,10 +103,13 @@ def errors(items: list) -> list[str]:
     (CMD_WAKE, b"", "7E 00 7D 31 00 EE 7E"),
     (CMD_FAN_CLEANING, b"", "7E 00 56 00 A9 7E"),
     (CMD_AUTO_CLEANING, b"\x00", "7E 00 80 01 00 7D 5E 7E"),
+    (CMD_AUTO_CLEANING, bytes(5), "7E 00 80 05 00 00 00 00 00 7A 7E"),  # write 0: datasheet
+    (CMD_AUTO_CLEANING, b"\x00\x00\x09\x3a\x80", "7E 00 80 05 00 00 09 3A 80 B7 7E"),
     (CMD_DEVICE_INFO, b"\x00", "7E 00 D0 01 00 2E 7E"),
     (CMD_DEVICE_INFO, b"\x03", "7E 00 D0 01 03 2B 7E"),
     (CMD_VERSION, b"", "7E 00 D1 00 2E 7E"),
     (CMD_STATUS, b"\x00", "7E 00 D2 01 00 2C 7E"),
+    (CMD_STATUS, b"\x01", "7E 00 D2 01 01 2B 7E"),
     (CMD_RESET, b"", "7E 00 D3 00 2C 7E")])
 def test_host_frames_are_byte_exact(cmd, data, wire):
     assert mosi_frame(cmd, data) == bytes.fromhex(wire)
@@ -108,6 +133,62 @@ def test_sensor_frames_are_byte_exact():
     assert miso_frame(CMD_READ, 0, GOLDEN_DATA) == GOLDEN
     assert miso_frame(CMD_READ) == EMPTY_READ
     assert miso_frame(CMD_START, 0x43) == NOT_ALLOWED_START
+    # datasheet v2.0 §5.3.7 and §5.3.10 example answers
+    assert miso_frame(CMD_STATUS, 0, bytes(5)).hex(" ") == "7e 00 d2 00 05 00 00 00 00 00 28 7e"
+    assert miso_frame(CMD_AUTO_CLEANING, 0, bytes(4)).hex(" ") == "7e 00 80 00 04 00 00 00 00 7b 7e"
+    assert miso_frame(CMD_AUTO_CLEANING).hex(" ") == "7e 00 80 00 00 7f 7e"
+
+
+# --- integer output format and the status register -------------------------------------------
+
+def test_integer_values_in_whole_units_and_the_size_in_micrometres():
+    values = decode_integer_values(INTEGER_DATA)
+    assert values == {"pm1": 5.0, "pm25": 9.0, "pm4": 13.0, "pm10": 13.0, "n0_5": 26.0,
+                      "n1_0": 37.0, "n2_5": 42.0, "n4_0": 42.0, "n10": 43.0,
+                      "typical_size": 0.835}
+    assert list(values) == list(decode_values(GOLDEN_DATA))  # the same streams, same order
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    (INTEGER_DATA[:18] + b"\xff\xff", "implausible value typical_size"),
+    (b"\x07\xd1" + INTEGER_DATA[2:], "implausible value pm1"),  # 2001 µg/m³
+    (INTEGER_DATA[:8] + b"\x17\x71" + INTEGER_DATA[10:], "implausible value n0_5"),  # 6001
+    (INTEGER_DATA[:19], "19 bytes, expected 20"),
+    (GOLDEN_DATA, "40 bytes, expected 20")])
+def test_bad_integer_values_are_frame_errors(raw, message):
+    with pytest.raises(FrameError, match=message):
+        decode_integer_values(raw)
+
+
+@pytest.mark.parametrize(("register", "names"), [
+    (0, []),
+    (STATUS_SPEED, ["fan_speed_warning"]),
+    (STATUS_LASER, ["laser_failure"]),
+    (STATUS_FAN, ["fan_failure"]),
+    (0x0020_0030, ["fan_speed_warning", "laser_failure", "fan_failure"]),
+    (0xFFFF_FFFF & ~(STATUS_SPEED | STATUS_LASER | STATUS_FAN), []),  # reserved bits ignored
+    (0xFFFF_FFFF, ["fan_speed_warning", "laser_failure", "fan_failure"])])
+def test_status_register_bits(register, names):
+    assert decode_status(register) == names
+
+
+def test_status_monitor_errors_warnings_and_schedule(caplog):
+    log = logging.getLogger("test.monitor")
+    monitor = StatusMonitor("/dev/x", 60.0, log)
+    assert monitor.last is None and not monitor.due(1e9)
+    monitor.schedule(5.0)
+    assert not monitor.due(4.9) and monitor.due(5.0)
+    with caplog.at_level(logging.INFO, logger="test.monitor"):
+        assert monitor.seen(STATUS_SPEED, 5.0) is None
+        assert monitor.seen(STATUS_SPEED, 65.0) is None
+        assert monitor.seen(0, 125.0) is None
+    assert [r.levelname for r in caplog.records] == ["WARNING", "INFO"]
+    assert monitor.next_at == 185.0 and monitor.last == []
+    both = monitor.seen(STATUS_FAN | STATUS_LASER, 200.0)
+    assert isinstance(both, DriverError) and both.retryable
+    assert "SPS30 on /dev/x: fan failure (device status bit 4)" in str(both)
+    assert "laser failure (device status bit 5)" in str(both)
+    assert monitor.last == ["laser_failure", "fan_failure"]
 
 
 @pytest.mark.parametrize("frame", [EMPTY_READ, NOT_ALLOWED_START])
@@ -210,6 +291,29 @@ def test_implausible_values_are_frame_errors(raw):
 
 
 # --- property: never raises, never invents a frame -------------------------------------------
+
+@settings(max_examples=10_000, deadline=None)
+@given(st.binary(max_size=24))
+def test_integer_decoder_never_raises_anything_but_frame_error(raw):
+    try:
+        values = decode_integer_values(raw)
+    except FrameError:
+        return
+    words = struct.unpack(">10H", raw)  # only 20 bytes decode
+    assert [values[name] for name in list(values)[:9]] == list(words[:9])
+    assert values["typical_size"] * 1000 == pytest.approx(words[9])
+    assert all(0 <= v <= MAX_MASS for v in list(values.values())[:4])
+    assert all(0 <= v <= MAX_NUMBER for v in list(values.values())[4:9])
+    assert 0 <= values["typical_size"] <= MAX_SIZE
+
+
+@settings(max_examples=10_000, deadline=None)
+@given(st.integers(0, 2**32 - 1))
+def test_status_decoder_names_exactly_the_documented_bits(register):
+    names = decode_status(register)
+    assert names == [name for bit, name in STATUS_NAMES.items() if register & bit]
+    assert decode_status(register & (STATUS_SPEED | STATUS_LASER | STATUS_FAN)) == names
+
 
 KINDS = ("frame", "garbage", "flipped", "truncated", "empty")
 pieces = st.lists(st.tuples(st.sampled_from(KINDS), st.integers(0, 2**32)), min_size=1,
@@ -323,9 +427,48 @@ def test_simulator_information_and_errors():
     assert answer(sim, mosi_frame(CMD_START, b"\x01\x07")).error == 0x04
     assert answer(sim, mosi_frame(CMD_START, b"\x01")).error == 0x01
     assert sim.handle(Sps30Simulator.corrupt(START)) == b""  # ignored
-    sim.status_flag = True
+    sim.status = STATUS_FAN
     reply = answer(sim, mosi_frame(CMD_VERSION))
     assert reply.device_error and reply.error == 0
+    sim.status = STATUS_SPEED  # a warning: not an error flag, no STATE bit 7
+    assert not answer(sim, mosi_frame(CMD_VERSION)).device_error
+
+
+def test_simulator_answers_integer_values_after_an_integer_start():
+    sim = Sps30Simulator()
+    assert answer(sim, START_INTEGER).error == 0
+    reply = answer(sim, READ)
+    assert reply.data == struct.pack(">10H", *integer_values(GOLDEN_VALUES))
+    assert decode_integer_values(reply.data)["typical_size"] == 0.835
+
+
+def test_simulator_status_register_read_and_clear():
+    sim = Sps30Simulator()
+    sim.status = STATUS_FAN | STATUS_SPEED
+    assert sim.handle(STATUS) == bytes.fromhex("7E 00 D2 80 05 00 20 00 10 00 78 7E")
+    reply = answer(sim, STATUS_AND_CLEAR)
+    assert reply.data == bytes.fromhex("00 20 00 10 00") and not reply.device_error
+    assert sim.status == 0
+    assert sim.handle(STATUS) == bytes.fromhex("7E 00 D2 00 05 00 00 00 00 00 28 7E")
+    assert answer(sim, mosi_frame(CMD_STATUS, b"\x02")).error == 0x04
+    assert answer(sim, mosi_frame(CMD_STATUS)).error == 0x01
+
+
+def test_simulator_firmware_gating():
+    old = Sps30Simulator(firmware=(2, 1))
+    assert answer(old, mosi_frame(CMD_VERSION)).data[:2] == b"\x02\x01"
+    assert answer(old, STATUS).error == 0x02  # no status register before firmware 2.2
+    ancient = Sps30Simulator(firmware=(1, 0))
+    assert answer(ancient, START_INTEGER).error == 0x04 and ancient.state == "idle"
+
+
+@pytest.mark.parametrize(("firmware", "before_reset"), [((2, 2), 0), ((2, 1), 604_800)])
+def test_simulator_auto_cleaning_read_back(firmware, before_reset):
+    sim = Sps30Simulator(firmware=firmware)
+    assert answer(sim, mosi_frame(CMD_AUTO_CLEANING, bytes(5))).error == 0
+    assert answer(sim, READ_CLEANING).data == before_reset.to_bytes(4, "big")
+    assert answer(sim, RESET).error == 0
+    assert answer(sim, READ_CLEANING).data == bytes(4)  # NVM: kept across the reset
 
 
 # --- configuration ---------------------------------------------------------------------------
@@ -335,6 +478,18 @@ def test_config_defaults_and_streams():
     assert (config.baudrate, config.warmup, config.read_timeout) == (115200, 30.0, 3.0)
     with pytest.raises(ValidationError):
         Sps30Config.model_validate({**Sps30.sample_config, "baudrate": 9600})
+    assert (config.output_format, config.auto_cleaning_interval, config.status_interval) == (
+        "float", None, 60.0)
+    for bad in ({"output_format": "double"}, {"auto_cleaning_interval": "1.5s"},
+                {"auto_cleaning_interval": 2**32}, {"auto_cleaning_interval": -1},
+                {"status_interval": 0}):
+        with pytest.raises(ValidationError):
+            Sps30Config.model_validate({**Sps30.sample_config, **bad})
+    week = Sps30Config.model_validate({**Sps30.sample_config, "auto_cleaning_interval": "7d"})
+    off = Sps30Config.model_validate({**Sps30.sample_config, "auto_cleaning_interval": 0})
+    assert (week.cleaning_seconds, off.cleaning_seconds, config.cleaning_seconds) == (
+        604_800, 0, None)
+    assert week.model_dump(mode="json")["auto_cleaning_interval"] == "7d"
     streams = Sps30.streams(config)
     assert [s.name for s in streams] == ["pm1", "pm25", "pm4", "pm10", "n0_5", "n1_0", "n2_5",
                                          "n4_0", "n10", "typical_size"]
@@ -375,7 +530,7 @@ def test_open_sequence_is_byte_exact_and_values_arrive():
             return opened, readings, driver.serial_number, pty
 
     opened, readings, serial, pty = run(scenario())
-    assert opened == WAKE + STOP + SERIAL + START
+    assert opened == OPENED + START
     assert serial == "SN42"
     assert {r.stream: round(r.value, 3) for r in readings}["pm25"] == 9.467
     assert len({r.t_monotonic for r in readings}) == 1
@@ -528,3 +683,249 @@ def test_conformance_hook_gives_a_working_unopened_driver():
             return got
 
     assert all(run(scenario()))
+
+
+# --- integer format, fan cleaning, status register: the driver through a pty ----------------
+
+def make_logged(pty: PtySps30, clock: FakeClock, log: logging.Logger, **options) -> Sps30:
+    config = Sps30Config(id="pm", driver="sps30", port=pty.port, **options)
+    return Sps30(config, DriverContext(clock=clock, log=log))
+
+
+def test_integer_format_end_to_end():
+    async def scenario():
+        clock = FakeClock(auto_advance=True)
+        async with PtySps30(Sps30Simulator(clock=clock)) as pty:
+            driver = make(pty, clock, warmup=0, output_format="integer")
+            await driver.open()
+            opened = bytes(pty.received)
+            readings = await driver.read()
+            await driver.close()
+            return opened, readings, pty.sim.format
+
+    opened, readings, sent_format = run(scenario())
+    assert opened == OPENED + START_INTEGER and sent_format == 0x05
+    expected = dict(zip(decode_values(GOLDEN_DATA), integer_values(GOLDEN_VALUES), strict=True))
+    expected["typical_size"] /= 1000
+    assert {r.stream: r.value for r in readings} == expected
+    assert (expected["pm25"], expected["typical_size"]) == (9.0, 0.835)
+
+
+def test_integer_format_on_old_firmware_is_a_permanent_error():
+    async def scenario():
+        clock = FakeClock(auto_advance=True)
+        async with PtySps30(Sps30Simulator(clock=clock, firmware=(1, 0))) as pty:
+            driver = make(pty, clock, output_format="integer")
+            with pytest.raises(DriverError) as caught:
+                await driver.open()
+            return caught.value, bytes(pty.received)
+
+    error, received = run(scenario())
+    assert not error.retryable and "firmware 1.0" in str(error)
+    assert START_INTEGER not in received
+
+
+def test_auto_cleaning_interval_is_written_verified_and_not_rewritten():
+    async def scenario():
+        clock = FakeClock(auto_advance=True)
+        sim = Sps30Simulator(clock=clock)
+        async with PtySps30(sim) as pty:
+            driver = make(pty, clock, warmup=0, auto_cleaning_interval="1d")
+            await driver.open()
+            described = driver.describe()
+            await driver.close()
+            first = bytes(pty.received)
+            pty.received.clear()
+            await driver.open()  # a reopen (duty cycle, recovery) finds it set: no NVM write
+            await driver.close()
+            return sim, first, bytes(pty.received), described
+
+    sim, first, second, described = run(scenario())
+    write = mosi_frame(CMD_AUTO_CLEANING, b"\x00" + (86_400).to_bytes(4, "big"))
+    assert write == bytes.fromhex("7E 00 80 05 00 00 01 51 80 A8 7E")
+    assert READ_CLEANING + write + READ_CLEANING in first
+    assert write not in second and sim.cleaning_writes == 1
+    assert sim.auto_cleaning_interval == 86_400
+    assert described["sensor_auto_cleaning_interval"] == "1d"
+
+
+def test_old_firmware_is_reset_before_the_interval_is_verified():
+    async def scenario():
+        clock = FakeClock(auto_advance=True)
+        sim = Sps30Simulator(clock=clock, firmware=(2, 1))
+        async with PtySps30(sim) as pty:
+            driver = make(pty, clock, warmup=0, auto_cleaning_interval=0)
+            await driver.open()
+            readings = await driver.read()
+            await driver.close()
+            return sim, bytes(pty.received), readings, driver.describe()
+
+    sim, received, readings, described = run(scenario())
+    assert mosi_frame(CMD_AUTO_CLEANING, bytes(5)) + RESET + READ_CLEANING in received
+    assert STATUS not in received and sim.auto_cleaning_interval == 0 and readings
+    assert described["sensor_auto_cleaning_interval"] == "0s"
+    assert described["firmware"] == "2.1" and described["device_status"] is None
+
+
+class StubbornSimulator(Sps30Simulator):
+    """Acknowledges interval writes but keeps the old value (a write that does not stick)."""
+
+    def _execute(self, cmd: int, data: bytes) -> tuple[int, bytes]:
+        if cmd == CMD_AUTO_CLEANING and len(data) == 5:
+            return 0, b""
+        return super()._execute(cmd, data)
+
+
+def test_an_interval_that_does_not_stick_is_a_driver_error_naming_both_values():
+    async def scenario():
+        clock = FakeClock(auto_advance=True)
+        async with PtySps30(StubbornSimulator(clock=clock)) as pty:
+            driver = make(pty, clock, auto_cleaning_interval="1d")
+            with pytest.raises(DriverError) as caught:
+                await driver.open()
+            await wait_until(lambda: pty.received.endswith(STOP))  # released: close sent Stop
+            return caught.value, pty.port
+
+    error, port = run(scenario())
+    assert "86400 s (1d)" in str(error) and "604800 s (7d)" in str(error) and port in str(error)
+
+
+def test_fan_failure_on_state_bit_7_is_a_driver_error_at_the_next_read():
+    async def scenario():
+        clock = FakeClock(auto_advance=True)
+        sim = Sps30Simulator(clock=clock)
+        async with PtySps30(sim) as pty:
+            driver = make(pty, clock, warmup=0)
+            await driver.open()
+            first = await driver.read()  # 1 s: no check due
+            pty.received.clear()
+            sim.status = STATUS_FAN  # the fan stops; every reply now has STATE bit 7
+            with pytest.raises(DriverError) as caught:
+                await driver.read()  # 2 s: bit 7 on the values reply -> status read
+            sent = bytes(pty.received)
+            await driver.close()
+            return first, caught.value, sent, sim.status, driver.describe()
+
+    first, error, sent, status_after, described = run(scenario())
+    assert first and error.retryable and not isinstance(error, FrameError)
+    assert "fan failure (device status bit 4)" in str(error)
+    assert sent == READ + STATUS + STATUS_AND_CLEAR  # read, keep; then clear (sticky FAN)
+    assert status_after == 0 and described["device_status"] == ["fan_failure"]
+
+
+def test_laser_failure_found_at_open_fails_the_open_and_clears_the_register():
+    async def scenario():
+        clock = FakeClock(auto_advance=True)
+        sim = Sps30Simulator(clock=clock)
+        sim.status = STATUS_LASER
+        async with PtySps30(sim) as pty:
+            driver = make(pty, clock)
+            with pytest.raises(DriverError, match=r"laser failure \(device status bit 5\)"):
+                await driver.open()
+            assert sim.status == 0 and sim.state == "idle"
+            await driver.open()  # cleared: the next open re-tests the sensor
+            await driver.close()
+
+    run(scenario())
+
+
+def test_speed_warning_keeps_the_values_and_warns_once(caplog):
+    log = logging.getLogger("test.sps30")
+
+    async def scenario():
+        clock = FakeClock(auto_advance=True)
+        sim = Sps30Simulator(clock=clock)
+        sim.status = STATUS_SPEED  # a warning: no STATE bit 7, found by the periodic check
+        async with PtySps30(sim) as pty:
+            driver = make_logged(pty, clock, log, warmup=0, status_interval="2s")
+            await driver.open()
+            during = [await driver.read() for _ in range(10)]  # checks at open, 5, 7, 9 s
+            described = driver.describe()
+            statuses = bytes(pty.received).count(STATUS)
+            sim.status = 0
+            after = [await driver.read() for _ in range(3)]
+            await driver.close()
+            return during, described, statuses, after, driver.describe()
+
+    with caplog.at_level(logging.INFO, logger="test.sps30"):
+        during, described, statuses, after, later = run(scenario())
+    assert all(during) and all(after) and statuses == 4
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "fan speed out of range (device status bit 21)" in (
+        warnings[0].getMessage())
+    assert described["device_status"] == ["fan_speed_warning"]
+    assert later["device_status"] == []
+
+
+def test_old_firmware_reports_state_bit_7_once_without_the_status_register(caplog):
+    log = logging.getLogger("test.sps30.old")
+
+    async def scenario():
+        clock = FakeClock(auto_advance=True)
+        sim = Sps30Simulator(clock=clock, firmware=(2, 0))
+        async with PtySps30(sim) as pty:
+            driver = make_logged(pty, clock, log, warmup=0)
+            await driver.open()
+            sim.status = STATUS_FAN
+            got = [await driver.read() for _ in range(6)]
+            await driver.close()
+            return got, bytes(pty.received)
+
+    with caplog.at_level(logging.WARNING, logger="test.sps30.old"):
+        got, received = run(scenario())
+    assert all(got) and STATUS not in received
+    assert len(caplog.records) == 1 and "STATE bit 7" in caplog.records[0].getMessage()
+
+
+def test_manual_fan_cleaning_freezes_the_values_for_ten_seconds():
+    async def scenario():
+        clock = FakeClock(auto_advance=True)
+        sim = Sps30Simulator(clock=clock)
+        async with PtySps30(sim) as pty:
+            driver = make(pty, clock, warmup=0)
+            await driver.open()
+            assert await driver.read()
+            await driver.start_fan_cleaning()
+            got = [await driver.read() for _ in range(12)]
+            await driver.stop()
+            with pytest.raises(DriverError, match="0x43"):  # only while measuring
+                await driver.start_fan_cleaning()
+            await driver.close()
+            return got, sim.executed
+
+    got, executed = run(scenario())
+    assert CMD_FAN_CLEANING in executed
+    assert [g is not None for g in got] == [False] * 9 + [True] * 3  # until 10 s after
+
+
+def test_status_checks_follow_status_interval():
+    async def scenario():
+        clock = FakeClock(auto_advance=True)
+        async with PtySps30(Sps30Simulator(clock=clock)) as pty:
+            driver = make(pty, clock, warmup=0, status_interval="10s")
+            await driver.open()
+            pty.received.clear()
+            for _ in range(30):  # 1 … 30 s after start
+                await driver.read()
+            await driver.close()
+            return bytes(pty.received).count(STATUS)
+
+    assert run(scenario()) == 3  # at 5, 15 and 25 s
+
+
+def test_describe_before_open_and_after():
+    async def scenario():
+        clock = FakeClock(auto_advance=True)
+        async with PtySps30(Sps30Simulator(clock=clock, serial="SN9")) as pty:
+            driver = make(pty, clock)
+            before = driver.describe()
+            await driver.open()
+            await driver.close()
+            return before, driver.describe()
+
+    before, after = run(scenario())
+    assert (before["firmware"], before["device_status"], before["serial_number"]) == (
+        None, None, None)
+    assert (after["firmware"], after["device_status"], after["serial_number"]) == (
+        "2.2", [], "SN9")
+    assert after["sensor_auto_cleaning_interval"] == "7d" and after["output_format"] == "float"

@@ -1,4 +1,9 @@
-"""Golden cases: cases/sps30/<case>/ holds config.yaml; wire.hex + expected.jsonl or init.err."""
+"""Golden cases: cases/sps30/<case>/ holds config.yaml; wire.hex + expected.jsonl or init.err.
+
+Each reply becomes one outcome: measured values (decoded in the config's ``output_format``),
+``device_status`` (0xD2), ``auto_cleaning_interval`` (0x80), ``empty``, ``state`` or ``error``;
+``device_error: true`` is added when STATE bit 7 is set.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +11,30 @@ import pytest
 
 import golden
 from edgeagent.driver import FrameError
-from edgeagent.drivers.sps30 import ShdlcParser, Sps30Config, decode_values
+from edgeagent.drivers.sps30 import (
+    CMD_AUTO_CLEANING,
+    CMD_STATUS,
+    DECODERS,
+    ShdlcParser,
+    ShdlcReply,
+    Sps30Config,
+    decode_status,
+    decode_u32,
+)
 from golden import case_names, load_case, matches, parsed_both_ways
 
 CASES = case_names("sps30")
 
 
+def decoded(item: ShdlcReply, config: Sps30Config) -> dict:
+    if item.command == CMD_STATUS:
+        return {"device_status": decode_status(decode_u32(item.data[:4], "device status"))}
+    if item.command == CMD_AUTO_CLEANING:
+        return {"auto_cleaning_interval": decode_u32(item.data, "auto-cleaning interval")}
+    return {k: round(v, 4) for k, v in DECODERS[config.output_format](item.data).items()}
 
 
-def outcome(items: list) -> list[dict]:
+def outcome(items: list, config: Sps30Config) -> list[dict]:
     out: list[dict] = []
     for item in items:
         if isinstance(item, FrameError):
@@ -25,16 +45,15 @@ def outcome(items: list) -> list[dict]:
             out.append({"empty": True})
         else:
             try:
-                out.append({k: round(v, 4) for k, v in decode_values(item.data).items()})
+                result = decoded(item, config)
             except FrameError as exc:
-                out.append({"error": str(exc)})
+                result = {"error": str(exc)}
+            out.append({**result, "device_error": True} if item.device_error else result)
     return out
 
 
-
-
 def test_there_are_cases():
-    assert len(CASES) >= 4
+    assert len(CASES) >= 10
 
 
 @pytest.mark.parametrize("case", CASES, ids=str)
@@ -42,8 +61,8 @@ def test_case(case: str):
     loaded = load_case(golden.CASES / "sps30" / case, Sps30Config)
     if loaded is None:
         return  # a config error case, checked by load_case
-    _, wire, expected = loaded
+    config, wire, expected = loaded
     whole, single = parsed_both_ways(ShdlcParser, wire)
-    in_one_chunk, byte_by_byte = outcome(whole), outcome(single)
+    in_one_chunk, byte_by_byte = outcome(whole, config), outcome(single, config)
     assert matches(in_one_chunk, expected), in_one_chunk
     assert matches(byte_by_byte, expected), byte_by_byte
