@@ -107,7 +107,9 @@ class Mqtt(_Strict):
     topic_prefix: str = Field("edgeagent/v1", pattern=r"^[^#+\s]+$")
     keepalive: Duration = 60.0
     reconnect: Reconnect = Reconnect()
-    format: Literal["native"] = "native"
+    format: Literal["native", "senml", "fiware"] = Field(
+        "native", description="Data message format: native (docs/contract.md), senml (RFC 8428) "
+        "or fiware (NGSI-LD Smart Data Models); status, events and health stay native")
 
     @model_validator(mode="after")
     def _one_secret_source(self) -> Mqtt:

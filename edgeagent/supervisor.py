@@ -33,6 +33,7 @@ from edgeagent.driver import (
     Reading,
     SensorConfig,
 )
+from edgeagent.encoders import Encoder
 from edgeagent.humidity import make_correction
 from edgeagent.i2c import open_smbus, reset_bus
 from edgeagent.mqtt import MqttPublisher
@@ -523,12 +524,35 @@ class Agent:
                                                    or cfg.gateway.id})
             manifest = json.dumps(self.manifest()).encode()
             self.publisher = MqttPublisher(settings, self.topics, self.outbox,
-                                           manifest=lambda: manifest, password=self.password)
+                                           manifest=lambda: manifest, password=self.password,
+                                           encode=self._data_encoder())
             await self.publisher.start()
             async with asyncio.TaskGroup() as group:
                 await self._run_tasks(group, stop)
         finally:
             await self.outbox.close()
+
+    def _data_encoder(self) -> Callable[[str, bytes], list[tuple[str, bytes]]] | None:
+        """The configured projection of data messages; None publishes them as stored."""
+        fmt, site = self.config.mqtt.format, self.config.gateway.site
+        if fmt == "native":
+            return None
+        if fmt == "fiware":
+            from edgeagent.encoders.fiware import FiwareEncoder
+
+            encoder: Encoder = FiwareEncoder(site.model_dump() if site else None,
+                                             ref_device=True)
+        else:
+            from edgeagent.encoders.senml import SenmlEncoder
+
+            encoder = SenmlEncoder()
+
+        def encode(suffix: str, payload: bytes) -> list[tuple[str, bytes]]:
+            if not suffix.startswith("data/"):  # status, events, health: the native contract
+                return [(suffix, payload)]
+            return [(m.topic, m.payload) for m in encoder.encode(suffix, json.loads(payload))]
+
+        return encode
 
     async def _supervise(self, running: RunningSensor, stop: asyncio.Event) -> None:
         """Run one sensor; a sensor with ``startup: error`` that cannot start stops the agent."""

@@ -25,7 +25,7 @@ SCHEMAS = DEPLOY / "schemas"
 ASYNCAPI = DEPLOY / "asyncapi.yaml"
 EXAMPLES = Path(__file__).resolve().parent / "contract_examples"
 
-SCHEMA_NAMES = ("status", "data", "events", "health", "manifest")
+SCHEMA_NAMES = ("status", "data", "events", "health", "manifest", "senml")
 JSON_EXAMPLES = ("data", "events", "health", "manifest")
 DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
 TOPIC_ROOT = "edgeagent/v1/{gatewayId}/"
@@ -501,8 +501,9 @@ def test_channel_messages_resolve_to_components() -> None:
 def test_content_types() -> None:
     messages = load_asyncapi()["components"]["messages"]
     assert messages["status"]["contentType"] == "text/plain"
+    assert messages["dataSenml"]["contentType"] == "application/senml+json"  # RFC 8428 §6
     for name, message in messages.items():
-        if name != "status":
+        if name not in ("status", "dataSenml"):
             assert message["contentType"] == "application/json", name
 
 
