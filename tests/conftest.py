@@ -70,6 +70,32 @@ async def async_wait_for(condition: Callable[[], Any], timeout: float = 10.0,
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+def run_stepped(agent: Any, clock: Any, until: float, *, sleepers: int = 3,
+                each: Callable[[float], None] | None = None,
+                then: Callable[[], Any] | None = None) -> None:
+    """Run an Agent on a manual FakeClock until monotonic ``until``, then stop it.
+
+    Whenever ``sleepers`` tasks (sensors, window ticker, health loop) wait on the clock, time
+    jumps to the next deadline: the whole agent is stepped event by event, deterministically.
+    ``each(now)`` runs before every step (change what a simulated chip reports); ``then()`` is
+    awaited-for before stopping (e.g. until the recorder has the last window).
+    """
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(agent.run(stop))
+        while clock.monotonic() < until:
+            await async_wait_for(lambda: clock.sleepers >= sleepers, 10, "the agent to wait")
+            if each is not None:
+                each(clock.monotonic())
+            clock.advance_to_next()
+        if then is not None:
+            await async_wait_for(then, 10, "the last messages")
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+    asyncio.run(scenario())
+
+
 class Recorder:
     """A subscriber on ``<root>/#`` that keeps every message and validates it on arrival.
 

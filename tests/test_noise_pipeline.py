@@ -8,7 +8,6 @@ disk (state directory, outbox, WAL) or in the log, and nothing finer than the po
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import random
@@ -16,7 +15,7 @@ import random
 import numpy as np
 import pytest
 
-from conftest import async_wait_for, wait_for
+from conftest import run_stepped, wait_for
 from edgeagent.clock import FakeClock
 from edgeagent.config import validate_config
 from edgeagent.drivers.sim.microphone import to_pcm, tone, write_wav
@@ -56,18 +55,7 @@ def test_microphone_levels_reach_the_broker_and_no_audio_reaches_disk(
                      "sensitivity": SENSITIVITY, "microphone": "ICS-43434",
                      "window": "60s"}]})
     agent = Agent(config, clock=clock)
-
-    async def scenario() -> None:
-        stop = asyncio.Event()
-        task = asyncio.create_task(agent.run(stop))
-        while clock.monotonic() < START + 181.0:
-            await async_wait_for(lambda: clock.sleepers >= 3, 10, "the agent to wait")
-            clock.advance_to_next()
-        await async_wait_for(lambda: len(recorder.of("data/noise")) >= 3, 10, "3 windows")
-        stop.set()
-        await asyncio.wait_for(task, 10)
-
-    asyncio.run(scenario())
+    run_stepped(agent, clock, START + 181.0, then=lambda: len(recorder.of("data/noise")) >= 3)
     wait_for(lambda: recorder.of("status")[-1:] == ["offline"], 5, "offline")
     steady, switching, quiet = recorder.of("data/noise")[:3]
     for message in (steady, switching, quiet):

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import pytest
 
-from conftest import async_wait_for, wait_for
+from conftest import async_wait_for, run_stepped, wait_for
 from edgeagent.clock import FakeClock
 from edgeagent.config import ConfigError, validate_config
 from edgeagent.driver import load_driver
@@ -120,17 +120,7 @@ def climate_agent(broker_port: int, tmp_path, link: dict, pm: Sps30Chip, rht: Sh
 
 def run_agent(agent: Agent, clock: FakeClock, seconds: float,
               at: Callable[[float], None]) -> None:
-    async def scenario():
-        stop = asyncio.Event()
-        task = asyncio.create_task(agent.run(stop))
-        while clock.monotonic() < START + seconds:
-            await async_wait_for(lambda: clock.sleepers >= 4, 10, "the agent to wait")
-            at(clock.monotonic() - START)
-            clock.advance_to_next()
-        stop.set()
-        await asyncio.wait_for(task, 10)
-
-    asyncio.run(scenario())
+    run_stepped(agent, clock, START + seconds, sleepers=4, each=lambda now: at(now - START))
 
 
 @pytest.mark.broker

@@ -5,14 +5,13 @@ driver delivered in that window."""
 
 from __future__ import annotations
 
-import asyncio
 import math
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import async_wait_for, wait_for
+from conftest import run_stepped, wait_for
 from edgeagent.clock import FakeClock
 from edgeagent.config import validate_config
 from edgeagent.drivers.pcb_decibel import REG_DBHISTORY_0
@@ -77,19 +76,7 @@ def run_agent(weighting: str, averaging: str, tap: HistoryTap, clock: FakeClock,
         "sensors": [{"id": "noise", "driver": "pcb_decibel", "bus": 1, "window": "60s",
                      "weighting": weighting, "averaging": averaging}]})
     agent = Agent(config, clock=clock, i2c=FakeBuses(FakeI2cBus(1, {0x48: tap})))
-
-    async def scenario() -> None:
-        stop = asyncio.Event()
-        task = asyncio.create_task(agent.run(stop))
-        # sensor, window ticker and health loop all wait on the clock: step event by event
-        while clock.monotonic() < START + 180.0:
-            await async_wait_for(lambda: clock.sleepers >= 3, 10, "the agent to wait")
-            clock.advance_to_next()
-        await async_wait_for(lambda: len(recorder.of("data/noise")) >= 3, 10, "3 windows")
-        stop.set()
-        await asyncio.wait_for(task, 10)
-
-    asyncio.run(scenario())
+    run_stepped(agent, clock, START + 180.0, then=lambda: len(recorder.of("data/noise")) >= 3)
     wait_for(lambda: recorder.of("status")[-1:] == ["offline"], 5, "offline")
 
 

@@ -15,7 +15,7 @@ import pytest
 from gpiozero import Device, OutputDevice
 from gpiozero.pins.mock import MockFactory, MockPin
 
-from conftest import async_wait_for, wait_for
+from conftest import async_wait_for, run_stepped, wait_for
 from edgeagent.clock import FakeClock
 from edgeagent.config import validate_config
 from edgeagent.driver import load_driver
@@ -212,20 +212,11 @@ def test_the_ladder_runs_inside_the_agent_and_publishes_its_steps(gpio, broker,
         "sensors": [{**POWERED, "window": "60s", "interval": "1s"}]})
     agent = Agent(config, clock=clock, i2c=FakeBuses(FakeI2cBus(1, {ADDRESS: chip})))
 
-    async def scenario():
-        stop = asyncio.Event()
-        task = asyncio.create_task(agent.run(stop))
-        latched = False
-        while clock.monotonic() < 1000.0 + 250.0:
-            await async_wait_for(lambda: clock.sleepers >= 3, 10, "the agent to wait")
-            if clock.monotonic() >= 1070.0 and not latched:
-                chip.latch()  # in the second window
-                latched = True
-            clock.advance_to_next()
-        stop.set()
-        await asyncio.wait_for(task, 10)
+    def trouble(now: float) -> None:
+        if now >= 1070.0 and chip.boots == 2 and not chip.latched:  # in the second window
+            chip.latch()
 
-    asyncio.run(scenario())
+    run_stepped(agent, clock, 1000.0 + 250.0, each=trouble)
     wait_for(lambda: recorder.of("status")[-1:] == ["offline"], 5, "offline")
     wait_for(lambda: len(recorder.of("data/rht")) >= 4, 5, "four windows")
     ladder = [(e["type"], e["details"].get("step")) for e in recorder.of("events")
