@@ -1,4 +1,4 @@
-"""Command line: ``edgeagent run | check-config | demo | manifest | calibrate | doctor``."""
+"""Command line: ``edgeagent run | check-config | demo | manifest | calibrate | doctor | audit``."""
 
 from __future__ import annotations
 
@@ -159,9 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.set_defaults(func=func)
         if name == "run":
             cmd.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
-    from edgeagent import doctor
+    from edgeagent import audit, doctor
 
     doctor.add_parser(sub)
+    audit.add_parser(sub)
     calibrate = sub.add_parser("calibrate", help="calibrate a sensor against a reference",
                                description=cmd_calibrate.__doc__)
     calibrate.add_argument("sensor", help="sensor id from the config")
