@@ -1,4 +1,4 @@
-"""Command line: ``edgeagent run | check-config | demo | manifest | calibrate | doctor | audit``."""
+"""Command line of the ``edgeagent`` program (``edgeagent --help`` lists the commands)."""
 
 from __future__ import annotations
 
@@ -159,10 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.set_defaults(func=func)
         if name == "run":
             cmd.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
-    from edgeagent import audit, doctor
+    from edgeagent import audit, doctor, exports
 
     doctor.add_parser(sub)
     audit.add_parser(sub)
+    exports.add_parser(sub)
     calibrate = sub.add_parser("calibrate", help="calibrate a sensor against a reference",
                                description=cmd_calibrate.__doc__)
     calibrate.add_argument("sensor", help="sensor id from the config")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import ipaddress
 import json
 import os
 import re
@@ -130,6 +131,29 @@ class HealthSettings(_Strict):
     interval: Duration = 60.0
 
 
+class WebSettings(_Strict):
+    """Local web endpoints: commissioning page, /healthz, /metrics (docs/web.md)."""
+
+    enabled: bool = False
+    host: str = Field("127.0.0.1", description="Bind address; anything but loopback needs a "
+                      "token_file")
+    port: int = Field(8080, ge=0, le=65535)
+    token_file: Path | None = Field(None, description="File holding the bearer token")
+    require_broker: bool = Field(False, description="/healthz answers 503 while the broker is "
+                                 "unreachable")
+
+    @model_validator(mode="after")
+    def _token_off_loopback(self) -> WebSettings:
+        try:
+            loopback = self.host == "localhost" or ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            loopback = False  # a host name may resolve to anything
+        if self.enabled and not loopback and self.token_file is None:
+            raise ValueError(f"host {self.host} is reachable from the network: set token_file "
+                             "(a bearer token), or bind to 127.0.0.1")
+        return self
+
+
 class LogSettings(_Strict):
     """Logging."""
 
@@ -145,6 +169,7 @@ class AgentConfig(_Strict):
     outbox: OutboxSettings = OutboxSettings()
     privacy: PrivacyConfig = PrivacyConfig()
     health: HealthSettings = HealthSettings()
+    web: WebSettings = WebSettings()
     log: LogSettings = LogSettings()
     sensors: list[Any] = Field(min_length=1)
 
