@@ -2,9 +2,12 @@
 
 Per quantity class the policy sets a minimum window, the statistics allowed to leave and, for
 counts, a k-threshold below which a value is *suppressed* (published as ``null`` with
-``suppressed: true``, never as 0). A partial window (first after start, or closed early on
-shutdown) shorter than the class minimum is suppressed the same way, so no value ever
-describes a finer time slice than the policy allows. The gate turns a closed window into a
+``suppressed: true``, never as 0) or, instead of k, differential privacy: the count is
+published with two-sided geometric noise of a declared epsilon per window, within a per-day
+budget (:mod:`edgeagent.dp`); an exhausted budget suppresses the count (``dp_budget``).
+A partial window (first after start, or closed early on shutdown) shorter than the class
+minimum is suppressed the same way, so no value ever describes a finer time slice than the
+policy allows. The gate turns a closed window into a
 :class:`Released` message; only the gate can make one, and the outbox accepts nothing else.
 """
 
@@ -17,12 +20,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from edgeagent.dp import MECHANISM, DpBudget, Rng, noisy_count
 from edgeagent.driver import QuantityClass, StatKind, StreamSpec
 from edgeagent.units import Duration
 from edgeagent.windows import ClosedWindow, StreamStats
 
 Statistic = Literal["mean", "min", "max", "stddev", "sum", "l10", "l50", "l90"]
-PresetName = Literal["strict", "crowd-safety", "demo"]
+PresetName = Literal["strict", "crowd-safety", "demo", "research-dp"]
 
 #: Statistics that make sense for each kind of stream.
 STATISTICS_BY_KIND: dict[StatKind, frozenset[str]] = {
@@ -46,6 +50,17 @@ _DECIMALS = {QuantityClass.PARTICULATE: 2, QuantityClass.CLIMATE: 2, QuantityCla
              QuantityClass.PEOPLE_COUNT: 0}
 
 
+class DpPolicy(BaseModel):
+    """Differential privacy of a count: epsilon per released window, epsilon per UTC day."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    epsilon: float = Field(gt=0, description="privacy loss per published window (smaller = "
+                           "more noise); one crossing changes a count by at most 1")
+    daily_budget: float = Field(gt=0, description="most epsilon one stream may spend per UTC "
+                                "day; windows beyond it are suppressed (dp_budget)")
+
+
 class ClassPolicy(BaseModel):
     """Policy of one quantity class."""
 
@@ -54,6 +69,7 @@ class ClassPolicy(BaseModel):
     min_window: Duration
     statistics: tuple[Statistic, ...]
     k: int | None = Field(None, ge=1, description="k-threshold for counts; None = not a count")
+    dp: DpPolicy | None = Field(None, description="noise instead of k (people_count only)")
 
     @field_validator("statistics", mode="before")
     @classmethod
@@ -89,6 +105,18 @@ PRESETS: dict[str, dict[QuantityClass, ClassPolicy]] = {
         QuantityClass.NOISE: ClassPolicy(min_window=1, statistics=_NOISE),
         QuantityClass.PEOPLE_COUNT: ClassPolicy(min_window=1, statistics=("sum",), k=5),
     },
+    # Noised counts instead of k (docs/differential-privacy.md). 5-minute windows are at most
+    # 288 a day: 288 x 0.1 = 28.8 fits the budget of 30 with room for the extra partial
+    # windows that restarts make. Shorter windows would need a budget so large that the
+    # daily guarantee meant nothing (1440 one-minute windows x 0.1 = 144).
+    "research-dp": {
+        QuantityClass.PARTICULATE: ClassPolicy(min_window=60, statistics=_LEVELS),
+        QuantityClass.CLIMATE: ClassPolicy(min_window=60, statistics=_LEVELS),
+        QuantityClass.NOISE: ClassPolicy(min_window=60, statistics=_NOISE),
+        QuantityClass.PEOPLE_COUNT: ClassPolicy(
+            min_window=300, statistics=("sum",),
+            dp=DpPolicy(epsilon=0.1, daily_budget=30.0)),
+    },
 }
 
 
@@ -113,14 +141,52 @@ class PrivacyConfig(BaseModel):
                 out.append((f"{path}.min_window", f"must be at least "
                             f"{FLOOR_WINDOW_S[quantity]:g}s for {quantity.value} "
                             f"(got {policy.min_window:g}s)"))
-            if quantity is QuantityClass.PEOPLE_COUNT:
-                if policy.k is None or policy.k < MIN_K:
-                    out.append((f"{path}.k", f"counts need a k-threshold of at least {MIN_K} "
-                                f"(got {policy.k})"))
-            elif policy.k is not None:
-                out.append((f"{path}.k", f"k applies only to people_count, not "
-                            f"{quantity.value}"))
+            if quantity is not QuantityClass.PEOPLE_COUNT:
+                if policy.k is not None:
+                    out.append((f"{path}.k", f"k applies only to people_count, not "
+                                f"{quantity.value}"))
+                if policy.dp is not None:
+                    out.append((f"{path}.dp", f"differential privacy applies only to "
+                                f"people_count, not {quantity.value}: noise is calibrated to "
+                                "a count one person changes by at most 1"))
+            elif policy.dp is not None:
+                out += _dp_problems(path, policy)
+            elif policy.k is None or policy.k < MIN_K:
+                out.append((f"{path}.k", f"counts need a k-threshold of at least {MIN_K} "
+                            f"(got {policy.k}), or a dp section instead"))
+            if (self.preset == "research-dp" and quantity is QuantityClass.PEOPLE_COUNT
+                    and policy.dp is None):
+                out.append((f"{path}.dp", "preset research-dp publishes noised counts, but "
+                            "this override has no dp section; add one (epsilon, "
+                            "daily_budget) or choose preset strict or crowd-safety"))
         return out
+
+    def dp_manifest(self) -> dict[str, Any] | None:
+        """The manifest's ``privacy.dp``: the noise of people counts, or None without DP."""
+        dp = self.policy_for(QuantityClass.PEOPLE_COUNT).dp
+        if dp is None:
+            return None
+        return {"mechanism": MECHANISM, "epsilon_per_window": dp.epsilon,
+                "daily_budget": dp.daily_budget}
+
+
+def _dp_problems(path: str, policy: ClassPolicy) -> list[tuple[str, str]]:
+    """Rules of a people_count policy with dp, in plain words."""
+    assert policy.dp is not None
+    out = []
+    if policy.k is not None:
+        out.append((f"{path}.k", "use either k or dp, not both: suppressing below k looks "
+                    "at the true count, so whether a value is missing would give away what "
+                    "the noise hides; remove k (dp replaces it)"))
+    others = [s for s in policy.statistics if s != "sum"]
+    if others:
+        out.append((f"{path}.statistics", f"with dp only 'sum' may leave: {', '.join(others)} "
+                    "would be published without noise and give the count away"))
+    if policy.dp.epsilon > policy.dp.daily_budget:
+        out.append((f"{path}.dp.epsilon", f"epsilon per window ({policy.dp.epsilon:g}) is "
+                    f"larger than the daily_budget ({policy.dp.daily_budget:g}), so not a "
+                    "single window could be published"))
+    return out
 
 
 @dataclass(frozen=True)
@@ -152,19 +218,32 @@ def _rounded(value: float, quantity: QuantityClass) -> float:
 class PrivacyGate:
     """Applies the policy to closed windows and events, producing :class:`Released`."""
 
-    def __init__(self, privacy: PrivacyConfig, gateway_id: str) -> None:
+    def __init__(self, privacy: PrivacyConfig, gateway_id: str, *,
+                 budget: DpBudget | None = None, rng: Rng | None = None) -> None:
+        """Make a gate.
+
+        Args:
+            privacy: The policy.
+            gateway_id: Configured gateway id, put in every message.
+            budget: Epsilon ledger for classes with dp; without one their counts are always
+                suppressed (``dp_budget``), never published unnoised.
+            rng: Random source of the DP noise; default the OS CSPRNG (tests inject one).
+        """
         self.privacy = privacy
         self.gateway_id = gateway_id
+        self.budget = budget
+        self.rng = rng
 
     def allowed(self, spec: StreamSpec) -> tuple[list[str], int | None]:
         """Statistics allowed for a stream (in publishing order) and its k."""
         policy = self.privacy.policy_for(spec.quantity)
         stats = [s for s in policy.statistics if s in STATISTICS_BY_KIND[spec.kind]
-                 and (spec.statistics is None or s in spec.statistics)]
+                 and (spec.statistics is None or s in spec.statistics)
+                 and (s == "sum" or policy.dp is None or spec.kind is not StatKind.COUNTER)]
         return stats, (policy.k if spec.kind is StatKind.COUNTER else None)
 
     def release_window(self, window: ClosedWindow, meta: dict[str, Any]) -> Released:
-        """Gate one window: allow-list, minimum window, k-suppression, rounding."""
+        """Gate one window: allow-list, minimum window, k-suppression or DP, rounding."""
         values: dict[str, Any] = {}
         for name, spec in window.streams.items():
             policy = self.privacy.policy_for(spec.quantity)
@@ -177,8 +256,9 @@ class PrivacyGate:
             entry: dict[str, Any] = {"unit": spec.unit, "quantity": spec.quantity.value,
                                      "n": stats.n}
             result = stats.result()
+            dp = policy.dp if spec.kind is StatKind.COUNTER else None
             for stat in allowed:
-                if stat in result:
+                if stat in result and dp is None:  # a DP count is filled in below, noised
                     entry[stat] = _rounded(result[stat], spec.quantity)
             if k is not None and stats.n:
                 entry["k"] = k
@@ -187,7 +267,9 @@ class PrivacyGate:
                 reason = "short_window"  # a partial window must not be finer than the policy
             elif k is not None and stats.n and result["sum"] < k:
                 reason = "below_k"
-            if k is not None or reason:
+            elif dp is not None and stats.n and "sum" in allowed:
+                reason = self._noised(window, name, result["sum"], dp, entry)
+            if k is not None or reason or (dp is not None and stats.n):
                 entry["suppressed"] = reason is not None
             if reason:
                 entry.update({stat: None for stat in allowed}, suppressed_reason=reason)
@@ -204,6 +286,22 @@ class PrivacyGate:
                 "coverage": round(window.coverage, 3), "errors": window.errors,
                 "values": values, "corrections": corrections}
         return Released(f"data/{window.sensor_id}", f"data/{window.sensor_id}", body, _SEAL)
+
+    def _noised(self, window: ClosedWindow, name: str, total: float, dp: DpPolicy,
+                entry: dict[str, Any]) -> str | None:
+        """Put the noised count into ``entry`` if the day's budget allows; else a reason.
+
+        The epsilon is recorded on disk before the value exists, so a crash wastes budget
+        rather than releasing twice. Negative noised counts are published as 0: clamping
+        is post-processing of a DP output and costs no privacy.
+        """
+        key = f"{window.sensor_id}/{name}"
+        if self.budget is None or not self.budget.spend(key, dp.epsilon, dp.daily_budget,
+                                                        at=window.end):
+            return "dp_budget"
+        entry["sum"] = max(0, noisy_count(round(total), dp.epsilon, 1, self.rng))
+        entry["dp"] = {"epsilon": dp.epsilon, "mechanism": MECHANISM}
+        return None
 
     def _correction(self, window: ClosedWindow, name: str, stats: StreamStats,
                     raw: dict[str, Any]) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from edgeagent import __version__
 from edgeagent.backoff import RestartBudget, backoff_delay
 from edgeagent.clock import Clock, SystemClock
 from edgeagent.config import AgentConfig
+from edgeagent.dp import DpBudget
 from edgeagent.driver import (
     Driver,
     DriverContext,
@@ -343,7 +344,8 @@ class Agent:
         self.clock = clock or SystemClock()
         self.password = password
         self.topics = Topics(config.mqtt.topic_prefix, config.gateway.id)
-        self.gate = PrivacyGate(config.privacy, config.gateway.id)
+        self.gate = PrivacyGate(config.privacy, config.gateway.id,
+                                budget=DpBudget(config.state_dir))
         self.outbox: Outbox | None = None
         self.publisher: MqttPublisher | None = None
         self.sensors: list[RunningSensor] = []
@@ -433,7 +435,8 @@ class Agent:
                 "contract": {"format": self.config.mqtt.format, "version": 1,
                              "topic_root": self.topics.root},
                 "privacy": {"preset": privacy.preset, "raw_data_leaves_device": False,
-                            "personal_data": False, "dp": None, "classes": classes},
+                            "personal_data": False, "dp": privacy.dp_manifest(),
+                            "classes": classes},
                 "sensors": sensors}
 
     async def health(self) -> dict[str, Any]:
