@@ -263,7 +263,7 @@ def _owner(local: str) -> tuple[str, list[str]]:
 def _field(entry: dict[str, Any], field: list[str], record: dict[str, Any], value: Any) -> None:
     if field[0] == "flag":
         entry.setdefault("flags", []).append(field[1])
-    elif field[0] in ("humidity", "parameters"):
+    elif field[0] in ("humidity", "parameters", "dp"):
         entry.setdefault(field[0], {})[field[1]] = value
     elif len(field) == 2 and field[1] in ("suppressed", "null"):
         assert field[0] in senml.STATISTICS and "v" not in record
@@ -507,6 +507,14 @@ def test_flags() -> None:
     assert records["pm25:flag:high_humidity"]["vb"] is True
     assert records["pm25:flag:stuck"]["vb"] is True and records["laeq:flag:stuck"]["vb"] is True
     assert not any(name.startswith("pm10:flag") for name in records)
+
+
+def test_a_differentially_private_count_says_which_noise_it_carries() -> None:
+    people = stream("count", "people_count", n=300, sum=17, suppressed=False,
+                    dp={"epsilon": 0.1, "mechanism": "geometric"})
+    records = _records(check(PRIMARY_ENCODER, body({"people": people})))
+    assert records["people:sum"]["v"] == 17 and records["people:dp:epsilon"]["v"] == 0.1
+    assert records["people:dp:mechanism"]["vs"] == "geometric"
 
 
 @pytest.mark.parametrize("encoder", ENCODERS)

@@ -49,7 +49,7 @@ TOP_LEVEL_KEYS = frozenset({"seq", "store", "gateway", "sensor", "driver", "mode
                             "calibration"})
 WINDOW_KEYS = frozenset({"start", "end", "seconds", "clock", "partial"})
 STREAM_KEYS = frozenset({"unit", "quantity", "n", "suppressed", "suppressed_reason", "k",
-                         "flags", *STATISTICS})
+                         "flags", "dp", *STATISTICS})
 CORRECTION_KEYS = frozenset({"stream", "method", "description", "reference", "parameters",
                              "rh_max", "humidity", "unit", "n", "mean", "min", "max", "stddev"})
 CALIBRATION_KEYS = frozenset({"state", "date", "offset_db", "reference_db"})
@@ -201,6 +201,9 @@ class SenmlEncoder:
             add(f"{name}:suppressed_reason", vs=stream["suppressed_reason"])
         if "k" in stream:
             add(f"{name}:k", v=stream["k"], u="count")
+        if "dp" in stream:  # a differentially private count: which noise it carries
+            add(f"{name}:dp:epsilon", v=stream["dp"]["epsilon"])
+            add(f"{name}:dp:mechanism", vs=stream["dp"]["mechanism"])
         for flag in stream.get("flags", ()):
             add(f"{name}:flag:{flag}", vb=True)
 
