@@ -351,6 +351,8 @@ class Agent:
         self.sensors: list[RunningSensor] = []
         self._started_mono = self.clock.monotonic()
         self._heartbeat = 0
+        #: The last released body per sensor (what the commissioning page shows).
+        self.last_windows: dict[str, dict[str, Any]] = {}
         self._store_lock = asyncio.Lock()
         #: Why the agent stopped by itself (a sensor with ``startup: error``), else None.
         self.fatal: str | None = None
@@ -358,7 +360,9 @@ class Agent:
     # -- pipeline steps -------------------------------------------------------------------
     async def _release(self, meta: dict[str, Any], closed: list[ClosedWindow]) -> None:
         for window in closed:
-            await self._store(self.gate.release_window(window, meta))
+            released = self.gate.release_window(window, meta)
+            self.last_windows[window.sensor_id] = released.body  # for the commissioning page
+            await self._store(released)
 
     async def event(self, kind: str, message: str, *, sensor: str | None = None,
                     **details: Any) -> None:
@@ -530,10 +534,29 @@ class Agent:
                                            manifest=lambda: manifest, password=self.password,
                                            encode=self._data_encoder())
             await self.publisher.start()
-            async with asyncio.TaskGroup() as group:
-                await self._run_tasks(group, stop)
+            web = await self._start_web()
+            try:
+                async with asyncio.TaskGroup() as group:
+                    await self._run_tasks(group, stop)
+            finally:
+                if web is not None:
+                    await web.stop()
         finally:
             await self.outbox.close()
+
+    async def _start_web(self) -> Any:
+        """The commissioning page, /healthz and /metrics, if configured (docs/web.md)."""
+        web = self.config.web
+        if not web.enabled:
+            return None
+        from edgeagent.web import WebServer
+
+        token = web.token_file.read_text(encoding="utf-8").strip() if web.token_file else None
+        server = WebServer(self, host=web.host, port=web.port, token=token,
+                           require_broker=web.require_broker)
+        await server.start()
+        log.info("web page on http://%s:%s/", web.host, server.port)
+        return server
 
     def _data_encoder(self) -> Callable[[str, bytes], list[tuple[str, bytes]]] | None:
         """The configured projection of data messages; None publishes them as stored."""

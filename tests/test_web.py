@@ -10,6 +10,7 @@ import contextlib
 import json
 import math
 import re
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -384,3 +385,41 @@ def test_label_values_are_escaped_per_the_text_format():
     assert families["x_total"]["samples"] == [({"v": tricky}, 3.0)]
     assert families["x_total"]["help"] == "help with \\\\ and\\nline"
     assert families["y"]["samples"] == [({}, math.inf), ({"a": "1"}, 0.5)]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.broker
+def test_the_agent_serves_the_page_when_web_is_enabled(broker, tmp_path):
+    """Config ``web:`` starts the server with the agent and stops it with the agent."""
+    port = _free_port()
+    token = tmp_path / "token"
+    token.write_text("s3cret\n")
+    config = simulated_config(broker.port, tmp_path / "state")
+    config["web"] = {"enabled": True, "host": "127.0.0.1", "port": port,
+                     "token_file": str(token)}
+    agent = Agent(validate_config(config))
+
+    async def scenario() -> tuple[int, int, str]:
+        stop = asyncio.Event()
+        task = asyncio.create_task(agent.run(stop))
+        await async_wait_for(lambda: agent.last_windows.get("air"), 20, "a released window")
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"http://127.0.0.1:{port}/") as anonymous:
+                refused = anonymous.status
+            async with session.get(f"http://127.0.0.1:{port}/?token=s3cret") as page:
+                text = await page.text()
+                allowed = page.status
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        return refused, allowed, text
+
+    refused, allowed, text = asyncio.run(scenario())
+    assert (refused, allowed) == (401, 200)
+    assert "test-gw" in text and "air" in text
+    with socket.socket() as probe:  # stopped with the agent: nothing listens any more
+        assert probe.connect_ex(("127.0.0.1", port)) != 0
