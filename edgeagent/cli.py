@@ -159,9 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.set_defaults(func=func)
         if name == "run":
             cmd.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
-    from edgeagent import audit, doctor, exports
+    from edgeagent import audit, doctor, exports, listen
 
     doctor.add_parser(sub)
+    listen.add_parser(sub)
     audit.add_parser(sub)
     exports.add_parser(sub)
     calibrate = sub.add_parser("calibrate", help="calibrate a sensor against a reference",

@@ -94,6 +94,20 @@ class Reconnect(_Strict):
     max: Duration = 60.0
 
 
+class SensorThingsSettings(_Strict):
+    """Which SensorThings Datastream receives which statistic (docs/encoding-sensorthings.md)."""
+
+    datastreams: dict[str, int | str] = Field(
+        default_factory=dict, description='"<sensor>/<stream>[:<statistic>]" → Datastream id')
+
+    @model_validator(mode="after")
+    def _valid_mapping(self) -> SensorThingsSettings:
+        from edgeagent.encoders.sensorthings import SensorThingsEncoder
+
+        SensorThingsEncoder(self.datastreams)  # ValueError names the bad key or id
+        return self
+
+
 class Mqtt(_Strict):
     """Broker connection."""
 
@@ -108,9 +122,19 @@ class Mqtt(_Strict):
     topic_prefix: str = Field("edgeagent/v1", pattern=r"^[^#+\s]+$")
     keepalive: Duration = 60.0
     reconnect: Reconnect = Reconnect()
-    format: Literal["native", "senml", "fiware"] = Field(
-        "native", description="Data message format: native (docs/contract.md), senml (RFC 8428) "
-        "or fiware (NGSI-LD Smart Data Models); status, events and health stay native")
+    format: Literal["native", "senml", "fiware", "sensorthings"] = Field(
+        "native", description="Data message format: native (docs/contract.md), senml (RFC 8428), "
+        "fiware (NGSI-LD Smart Data Models) or sensorthings (OGC SensorThings Observations); "
+        "status, events and health stay native")
+    sensorthings: SensorThingsSettings = SensorThingsSettings()
+
+    @model_validator(mode="after")
+    def _sensorthings_mapping(self) -> Mqtt:
+        if self.format == "sensorthings" and not self.sensorthings.datastreams:
+            raise ValueError("format sensorthings needs sensorthings.datastreams: map each "
+                             "'<sensor>/<stream>[:<statistic>]' to its Datastream id (edgeagent "
+                             "docs/encoding-sensorthings.md)")
+        return self
 
     @model_validator(mode="after")
     def _one_secret_source(self) -> Mqtt:

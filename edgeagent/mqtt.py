@@ -57,8 +57,9 @@ class MqttPublisher:
         self._idle = asyncio.Event()
         self._rows_inflight: dict[int, int] = {}  # mid -> outbox row id
         self._parts_left: dict[int, int] = {}  # row id -> its messages not yet acknowledged
-        #: Row (topic suffix, stored payload) → the messages to publish; default: as stored.
-        self._encode = encode or (lambda suffix, payload: [(suffix, payload)])
+        #: Row (topic suffix, stored payload) → (full topic, payload) messages to publish;
+        #: default: as stored, below the gateway root.
+        self._encode = encode or (lambda suffix, payload: [(topics.topic(suffix), payload)])
         self._direct: dict[int, asyncio.Future[bool]] = {}
         self._acked: list[int] = []
         self._cursor = 0
@@ -227,8 +228,8 @@ class MqttPublisher:
                         self._wake.set()
                         continue
                     self._parts_left[row.id] = len(messages)
-                    for suffix, payload in messages:
-                        info = client.publish(self.topics.topic(suffix), payload, qos=1)
+                    for topic, payload in messages:
+                        info = client.publish(topic, payload, qos=1)
                         self._rows_inflight[info.mid] = row.id
                     sent += 1
             if not sent and not acked:

@@ -559,24 +559,31 @@ class Agent:
         return server
 
     def _data_encoder(self) -> Callable[[str, bytes], list[tuple[str, bytes]]] | None:
-        """The configured projection of data messages; None publishes them as stored."""
-        fmt, site = self.config.mqtt.format, self.config.gateway.site
-        if fmt == "native":
+        """The configured projection of data messages to (full topic, payload); None: as stored."""
+        mqtt, site = self.config.mqtt, self.config.gateway.site
+        if mqtt.format == "native":
             return None
-        if fmt == "fiware":
+        encoder: Encoder
+        if mqtt.format == "fiware":
             from edgeagent.encoders.fiware import FiwareEncoder
 
-            encoder: Encoder = FiwareEncoder(site.model_dump() if site else None,
-                                             ref_device=True)
+            encoder = FiwareEncoder(site.model_dump() if site else None, ref_device=True)
+        elif mqtt.format == "sensorthings":
+            from edgeagent.encoders.sensorthings import SensorThingsEncoder
+
+            encoder = SensorThingsEncoder(mqtt.sensorthings.datastreams)
         else:
             from edgeagent.encoders.senml import SenmlEncoder
 
             encoder = SenmlEncoder()
+        topic = self.topics.topic
+        absolute = getattr(encoder, "absolute_topics", False)  # SensorThings: v1.1/Datastreams
 
         def encode(suffix: str, payload: bytes) -> list[tuple[str, bytes]]:
             if not suffix.startswith("data/"):  # status, events, health: the native contract
-                return [(suffix, payload)]
-            return [(m.topic, m.payload) for m in encoder.encode(suffix, json.loads(payload))]
+                return [(topic(suffix), payload)]
+            return [(m.topic if absolute else topic(m.topic), m.payload)
+                    for m in encoder.encode(suffix, json.loads(payload))]
 
         return encode
 

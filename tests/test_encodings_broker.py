@@ -7,6 +7,8 @@ import asyncio
 import json
 
 import pytest
+from paho.mqtt import client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 from conftest import simulated_config, wait_for
 from edgeagent.config import validate_config
@@ -68,3 +70,34 @@ def test_senml_packs_on_the_data_topics(broker, recorder_factory, tmp_path):
     assert len(means) >= 2 and all(mean > 0 for mean in means)
     assert recorder.of("manifest")[-1]["contract"]["format"] == "senml"
     assert recorder.invalid == []
+
+
+def test_sensorthings_observations_on_the_datastream_topics(broker, recorder_factory, tmp_path):
+    recorder = recorder_factory(broker.port, ROOT)  # status, events, health stay native
+    observations: list[tuple[str, dict]] = []
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="sensorthings-server",
+                         protocol=mqtt.MQTTv5)
+    client.on_message = lambda c, u, msg: observations.append(
+        (msg.topic, json.loads(msg.payload)))
+    client.connect("127.0.0.1", broker.port)
+    client.subscribe("v1.1/#", qos=1)
+    client.loop_start()
+    try:
+        config = simulated_config(broker.port, tmp_path / "state")
+        config["mqtt"]["format"] = "sensorthings"
+        config["mqtt"]["sensorthings"] = {"datastreams": {"air/pm25": 42, "air/pm25:max": 43,
+                                                          "crowd/people:sum": "ds-people"}}
+        run_agent(config, lambda: len([t for t, _ in observations
+                                       if t == "v1.1/Datastreams(42)/Observations"]) >= 2)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    topics = {topic for topic, _ in observations}
+    assert topics <= {"v1.1/Datastreams(42)/Observations", "v1.1/Datastreams(43)/Observations",
+                      "v1.1/Datastreams('ds-people')/Observations"}
+    observation = next(o for t, o in observations if t.endswith("(42)/Observations"))
+    start, end = observation["phenomenonTime"].split("/")
+    assert start < end == observation["resultTime"]
+    assert observation["parameters"]["statistic"] == "mean"
+    assert recorder.of("data/air") == []  # data go only to the Datastreams
+    assert recorder.of("events") and recorder.invalid == []
