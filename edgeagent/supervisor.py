@@ -549,12 +549,19 @@ class Agent:
         web = self.config.web
         if not web.enabled:
             return None
-        from edgeagent.web import WebServer
+        try:
+            from edgeagent.web import WebServer
 
-        token = web.token_file.read_text(encoding="utf-8").strip() if web.token_file else None
-        server = WebServer(self, host=web.host, port=web.port, token=token,
-                           require_broker=web.require_broker)
-        await server.start()
+            token = web.token_file.read_text(encoding="utf-8").strip() if web.token_file else None
+            server = WebServer(self, host=web.host, port=web.port, token=token,
+                               require_broker=web.require_broker)
+            await server.start()
+        except (ImportError, OSError, ValueError) as exc:  # the agent measures on without it
+            why = ("aiohttp is not installed (pip install 'edgeagent[web]')"
+                   if isinstance(exc, ImportError) else str(exc))
+            log.error("web page not started: %s", why)
+            await self.event("web_unavailable", f"the local web page is not running: {why}")
+            return None
         log.info("web page on http://%s:%s/", web.host, server.port)
         return server
 

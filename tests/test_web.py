@@ -423,3 +423,26 @@ def test_the_agent_serves_the_page_when_web_is_enabled(broker, tmp_path):
     assert "test-gw" in text and "air" in text
     with socket.socket() as probe:  # stopped with the agent: nothing listens any more
         assert probe.connect_ex(("127.0.0.1", port)) != 0
+
+
+@pytest.mark.broker
+def test_a_web_port_in_use_is_reported_and_the_agent_measures_on(broker, recorder_factory,
+                                                                 tmp_path):
+    recorder = recorder_factory(broker.port, "edgeagent/v1/test-gw")
+    with socket.socket() as squatter:  # another program holds the port
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        config = simulated_config(broker.port, tmp_path / "state")
+        config["web"] = {"enabled": True, "port": squatter.getsockname()[1]}
+        agent = Agent(validate_config(config))
+
+        async def scenario() -> None:
+            stop = asyncio.Event()
+            task = asyncio.create_task(agent.run(stop))
+            await async_wait_for(lambda: len(recorder.of("data/air")) >= 2, 20, "data")
+            stop.set()
+            await asyncio.wait_for(task, 10)
+
+        asyncio.run(scenario())
+    (event,) = [e for e in recorder.of("events") if e["type"] == "web_unavailable"]
+    assert "the local web page is not running" in event["message"]
