@@ -16,13 +16,11 @@ Datasheet: Sensirion SEN5x datasheet; commands and execution times from Sensirio
 
 from __future__ import annotations
 
-import contextlib
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
 from edgeagent.driver import (
-    Driver,
     DriverContext,
     DriverError,
     FrameError,
@@ -36,6 +34,7 @@ from edgeagent.driver import (
 from edgeagent.drivers.sensirion import (
     HUMIDITY,
     TEMPERATURE,
+    SensirionI2cDriver,
     address_validator,
     check_words,
     words_with_crc,
@@ -185,12 +184,14 @@ def _spec(name: str) -> StreamSpec:
     }[name]
 
 
-class Sen5x(Driver):
+class Sen5x(SensirionI2cDriver):
     """Sensirion SEN5x driver over I2C: data-ready polled once per interval, unknowns dropped."""
 
     Config = Sen5xConfig
     model: ClassVar[str] = "Sensirion SEN5x (I2C)"
     transport: ClassVar[str] = "i2c"
+    family: ClassVar[str] = "SEN5x"
+    stop_command: ClassVar[bytes | None] = CMD_STOP
     sample_config: ClassVar[dict[str, Any]] = {"id": "air", "driver": "sen5x", "bus": 1}
 
     def __init__(self, config: Sen5xConfig, context: DriverContext) -> None:
@@ -198,7 +199,6 @@ class Sen5x(Driver):
         self.config: Sen5xConfig = config
         self.product_name: str | None = None
         self.serial_number: str | None = None
-        self._device: I2cDevice | None = None
         self._emit: frozenset[str] = frozenset()
         self._pacer = Pacer(config.interval)
 
@@ -278,18 +278,3 @@ class Sen5x(Driver):
         readings = [Reading(name, value, t) for name, value in values.items()
                     if name in self._emit]
         return readings or None  # all unknown (the first second): not a sample
-
-    async def close(self) -> None:
-        """Stop measurement (best effort) and release the bus; idempotent."""
-        device, self._device = self._device, None
-        if device is None:
-            return
-        with contextlib.suppress(DriverError):
-            await device.write(CMD_STOP)
-        await device.close()
-
-    def _require_open(self) -> I2cDevice:
-        if self._device is None:
-            raise DriverError(f"SEN5x on I2C bus {self.config.bus} address "
-                              f"0x{self.config.address:02X} is not open")
-        return self._device

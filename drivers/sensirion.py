@@ -103,7 +103,40 @@ def address_validator(*allowed: int) -> BeforeValidator:
     return BeforeValidator(check)
 
 
-class SensirionRht(Driver):
+class SensirionI2cDriver(Driver):
+    """What every Sensirion I2C driver shares: its open device, one "not open" error, close.
+
+    ``close`` sends ``stop_command`` first (best effort) where the chip measures continuously
+    (SPS30, SEN5x: fan and laser off), then releases the bus.
+    """
+
+    #: Chip family for messages, e.g. "SHT4x".
+    family: ClassVar[str]
+    #: Sent on close to stop a continuously measuring chip; None: the chip idles by itself.
+    stop_command: ClassVar[bytes | None] = None
+
+    def __init__(self, config: Any, context: DriverContext) -> None:
+        super().__init__(config, context)
+        self._device: I2cDevice | None = None
+
+    async def close(self) -> None:
+        """Stop measuring (best effort) and release the bus; idempotent."""
+        device, self._device = self._device, None
+        if device is None:
+            return
+        if self.stop_command is not None:
+            with contextlib.suppress(DriverError):
+                await device.write(self.stop_command)
+        await device.close()
+
+    def _require_open(self) -> I2cDevice:
+        if self._device is None:
+            raise DriverError(f"{self.family} on I2C bus {self.config.bus} address "
+                              f"0x{self.config.address:02X} is not open")
+        return self._device
+
+
+class SensirionRht(SensirionI2cDriver):
     """The shared body of the Sensirion T/RH drivers (SHT3x, SHT4x).
 
     Open = reset + an identifying read (proves the chip answers); read = one paced,
@@ -111,14 +144,11 @@ class SensirionRht(Driver):
     Subclasses name the chip and give the commands.
     """
 
-    #: Chip family for messages, e.g. "SHT4x".
-    family: ClassVar[str]
     #: What the identifying read at open returns, for messages ("serial number").
     identity: ClassVar[str]
 
     def __init__(self, config: Any, context: DriverContext) -> None:
         super().__init__(config, context)
-        self._device: I2cDevice | None = None
         self._pacer = Pacer(config.interval)
 
     @classmethod
@@ -174,15 +204,3 @@ class SensirionRht(Driver):
         await clock.sleep(seconds)
         values = self._decode(await device.read(ANSWER_LENGTH))
         return [Reading(name, value, started) for name, value in values.items()]
-
-    async def close(self) -> None:
-        """Release the bus; idempotent. The chip idles by itself between measurements."""
-        device, self._device = self._device, None
-        if device is not None:
-            await device.close()
-
-    def _require_open(self) -> I2cDevice:
-        if self._device is None:
-            raise DriverError(f"{self.family} on I2C bus {self.config.bus} address "
-                              f"0x{self.config.address:02X} is not open")
-        return self._device

@@ -20,7 +20,6 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import Field
 
 from edgeagent.driver import (
-    Driver,
     DriverContext,
     DriverError,
     FrameError,
@@ -28,7 +27,12 @@ from edgeagent.driver import (
     Reading,
     StreamSpec,
 )
-from edgeagent.drivers.sensirion import address_validator, check_words, words_with_crc
+from edgeagent.drivers.sensirion import (
+    SensirionI2cDriver,
+    address_validator,
+    check_words,
+    words_with_crc,
+)
 from edgeagent.drivers.sps30 import (
     DECODERS,
     FIRST_STATUS_CHECK_S,
@@ -126,12 +130,14 @@ class Sps30I2cConfig(Sps30Options):
         ADDRESS, description="Fixed 0x69")
 
 
-class Sps30I2c(Driver):
+class Sps30I2c(SensirionI2cDriver):
     """Sensirion SPS30 driver over I2C: float or integer output, data-ready polled."""
 
     Config = Sps30I2cConfig
     model: ClassVar[str] = "Sensirion SPS30 (I2C)"
     transport: ClassVar[str] = "i2c"
+    family: ClassVar[str] = "SPS30"
+    stop_command: ClassVar[bytes | None] = CMD_STOP
     sample_config: ClassVar[dict[str, Any]] = {"id": "pm-i2c", "driver": "sps30_i2c", "bus": 1}
 
     def __init__(self, config: Sps30I2cConfig, context: DriverContext) -> None:
@@ -140,7 +146,6 @@ class Sps30I2c(Driver):
         self.serial_number: str | None = None
         self.firmware: tuple[int, int] | None = None
         self.sensor_cleaning_interval: int | None = None  # seconds, as read back at open
-        self._device: I2cDevice | None = None
         self._pacer = Pacer(config.interval)
         self._status: StatusMonitor | None = None  # None: not open or firmware < 2.2
 
@@ -288,18 +293,3 @@ class Sps30I2c(Driver):
         await device.write(CMD_READ_VALUES)
         values = decode_read(await device.read(VALUES_LENGTHS[output_format]), output_format)
         return [Reading(name, value, t) for name, value in values.items()]
-
-    async def close(self) -> None:
-        """Stop measurement (best effort) and release the bus; idempotent."""
-        device, self._device = self._device, None
-        if device is None:
-            return
-        with contextlib.suppress(DriverError):
-            await device.write(CMD_STOP)
-        await device.close()
-
-    def _require_open(self) -> I2cDevice:
-        if self._device is None:
-            raise DriverError(f"SPS30 on I2C bus {self.config.bus} address "
-                              f"0x{self.config.address:02X} is not open")
-        return self._device
