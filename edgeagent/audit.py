@@ -55,7 +55,8 @@ RULES: dict[str, tuple[str, str]] = {
                      "window.seconds"),
     "partial_unsuppressed": ("error", "a partial window shorter than the class minimum whose "
                              "values are not suppressed"),
-    "count_below_k": ("error", "a count (kind counter) with sum below k that is not suppressed"),
+    "count_below_k": ("error", "a count (counter sum or occupancy max) below k that is not "
+                      "suppressed"),
     "suppressed_value": ("error", "a stream marked suppressed that still carries a number"),
     "identifier": ("error", "a string in data or events looks like a MAC address, an IMEI, an "
                    "e-mail address or an IP address"),
@@ -436,10 +437,11 @@ class Auditor:
                  f"than the {minimum:g}s minimum and not suppressed", seq)
             return
         k = spec.get("k")
-        total = entry.get("sum")
-        if spec.get("kind") == "counter" and _number(k) and _number(total) and total < k:
-            flag("count_below_k", f"{name}: sum {total:g} is below k={k} and not suppressed",
-                 seq)
+        statistic = {"counter": "sum", "occupancy": "max"}.get(spec.get("kind"))
+        value = entry.get(statistic) if statistic else None
+        if _number(k) and _number(value) and value < k:
+            flag("count_below_k", f"{name}: {statistic} {value:g} is below k={k} and not "
+                 "suppressed", seq)
 
 
 def _format(manifest: dict[str, Any] | None) -> str:

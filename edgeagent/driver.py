@@ -31,6 +31,7 @@ class QuantityClass(StrEnum):
     CLIMATE = "climate"
     NOISE = "noise"
     PEOPLE_COUNT = "people_count"
+    PRESENCE = "presence"  # someone there / motion (radar, PIR): never a number of people
 
 
 class StatKind(StrEnum):
@@ -40,6 +41,7 @@ class StatKind(StrEnum):
     ENERGETIC = "energetic"  # dB: energy mean (Leq), min, max
     COUNTER = "counter"  # events per sample interval: sum
     LEVEL = "level"  # dB levels for percentiles: energy mean, min, max, l10/l50/l90
+    OCCUPANCY = "occupancy"  # people present at once, per frame: mean, max (k applies to max)
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,6 +238,10 @@ class Driver(abc.ABC):
             DriverError: the sensor cannot be calibrated this way, or the measurement failed.
         """
         raise DriverError(f"the {cls.model} has nothing to calibrate", retryable=False)
+
+    def health(self) -> dict[str, float | int]:
+        """Driver figures for the health message (e.g. frame rate, inference latency)."""
+        return {}
 
     def describe(self) -> dict[str, Any]:
         """Resolved settings for the startup log and the manifest."""

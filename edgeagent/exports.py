@@ -42,17 +42,20 @@ REGISTER_URL_PLACEHOLDER = "https://sensorenregister.example/{gateway}"
 #: Amsterdam ``type`` per privacy class, strongest first (a PMS5003T with PM and climate streams
 #: is a Chemiesensor).
 AMS_TYPE = (("people_count", "Optische / camera sensor"), ("noise", "Geluidsensor"),
-            ("particulate", "Chemiesensor"), ("climate", "Klimaatsensor"))
+            ("presence", "Aanwezigheid of nabijheidsensor"), ("particulate", "Chemiesensor"),
+            ("climate", "Klimaatsensor"))
 #: Amsterdam ``themes`` per privacy class (values seen in the register; not a closed list).
 AMS_THEME = {"particulate": "Milieu", "climate": "Milieu", "noise": "Milieu",
-             "people_count": "Mobiliteit: voetganger"}
+             "people_count": "Mobiliteit: voetganger", "presence": "Mobiliteit: voetganger"}
 #: SensRNet Sensor ``description`` enum per privacy class, strongest first.
 NL_SENSOR = (("people_count", "Camera Fixed"), ("noise", "Microphone or SoundMeter"),
-             ("particulate", "Fine Dust Sensor"), ("climate", "Weather Station"))
+             ("presence", "Motion Sensor"), ("particulate", "Fine Dust Sensor"),
+             ("climate", "Weather Station"))
 #: SensRNet Datastream ``theme`` enum per privacy class.
-NL_THEME = {"particulate": "Air", "climate": "Air", "noise": "Sound", "people_count": "Safety"}
+NL_THEME = {"particulate": "Air", "climate": "Air", "noise": "Sound", "people_count": "Safety",
+            "presence": "Safety"}
 #: Manifest units that are not UCUM codes, and their UCUM spelling.
-UCUM = {"%RH": "%", "count": "{count}", "/cm3": "/cm3", "1": "1"}
+UCUM = {"%RH": "%", "count": "{count}", "/cm3": "/cm3", "1": "1", "%": "%"}
 
 # -- plain-language labels for the citizen page --------------------------------------------------
 CLASS_LABEL = {
@@ -63,6 +66,8 @@ CLASS_LABEL = {
               "en": "how loud it is (sound level in decibels)"},
     "people_count": {"nl": "hoeveel mensen er langs lopen",
                      "en": "how many people walk past"},
+    "presence": {"nl": "of er iemand is of beweegt (niet wie, niet hoeveel)",
+                 "en": "whether someone is there or moving (not who, not how many)"},
 }
 STREAM_LABEL = {
     "pm1": ("PM1", "PM1"), "pm25": ("PM2,5", "PM2.5"), "pm4": ("PM4", "PM4"),
@@ -73,6 +78,12 @@ STREAM_LABEL = {
     "vocIndex": ("vluchtige stoffen (VOC-index)", "volatile organic compounds (VOC index)"),
     "noxIndex": ("stikstofoxiden (NOx-index)", "nitrogen oxides (NOx index)"),
     "people": ("aantal mensen", "number of people"),
+    "peopleIn": ("mensen naar binnen", "people going in"),
+    "peopleOut": ("mensen naar buiten", "people going out"),
+    "occupancy": ("mensen tegelijk aanwezig", "people present at once"),
+    "presence": ("tijd dat er iemand is", "time someone is there"),
+    "motion": ("tijd met beweging", "time with movement"),
+    "motionEvents": ("bewegingsmeldingen (geen personen)", "motion alerts (not people)"),
 }
 
 
@@ -292,6 +303,8 @@ TEXT = {
         "what": "Wat wordt hier gemeten?",
         "avg": "Het kastje stuurt alleen een gemiddelde {window}.",
         "sum": "Het kastje stuurt alleen het totaal {window}.",
+        "sum_occupancy": "Het kastje stuurt alleen het totaal {window}, en hoeveel mensen er "
+                         "gemiddeld en hoogstens tegelijk waren.",
         "sim": "Let op: dit is een test. De waarden zijn nagemaakt, er wordt niets echt gemeten.",
         "who": "Wie meet er?",
         "owner": "Deze sensor is van: {owner}.",
@@ -339,6 +352,8 @@ TEXT = {
         "what": "What is measured here?",
         "avg": "The box only sends an average {window}.",
         "sum": "The box only sends the total {window}.",
+        "sum_occupancy": "The box only sends the total {window}, and how many people were "
+                         "there at once on average and at most.",
         "sim": "Note: this is a test. The values are simulated; nothing is really measured.",
         "who": "Who measures?",
         "owner": "This sensor belongs to: {owner}.",
@@ -442,7 +457,9 @@ def citizen_page(manifest: dict[str, Any], lang: str, *, register_url: str | Non
                 if stream["quantity"] == cls and label not in names:
                     names.append(label)
             detail = ", ".join(names)
-            avg = t["sum" if cls == "people_count" else "avg"].format(
+            occupancy = any(st["kind"] == "occupancy" for st in sensor["streams"])
+            text = ("sum_occupancy" if occupancy else "sum") if cls == "people_count" else "avg"
+            avg = t[text].format(
                 window=_per(sensor["window_s"], lang))
             items.append(f"<li><strong>{e(CLASS_LABEL[cls][lang])}</strong>: {e(detail)}. "
                          f"{e(avg)}</li>")
@@ -610,6 +627,10 @@ def afwegingskader_worksheet(manifest: dict[str, Any], config: AgentConfig) -> s
         add("- People counting: only counts per window leave the device; small counts are "
             "suppressed. Singling out at quiet hours is the residual risk to weigh (WP216: "
             "singling out, linkability, inference).")
+    if "presence" in classes:
+        add("- Presence (radar, PIR): only the share of each window in which someone was there "
+            "or moved leaves the device; no distances, positions or numbers of people. At a "
+            "quiet spot a non-zero share can still tell that one person was there.")
     add("- No Wi-Fi/Bluetooth MAC addresses, images or audio are published.")
     add(f"- Singling out / linkability / inference (WP216) — conclusion: {BLANK}")
     add(f"- DPIA needed? {BLANK}\n")

@@ -49,7 +49,7 @@ _BYTES = re.compile(r"\b(?:[0-9a-f]{2}[ :]){3,}[0-9a-f]{2}\b|\b[0-9a-f]{9,}\b", 
 _MAX_MESSAGE = 240
 #: Decimals per privacy class: PM and climate 2, sound levels 1, counts none.
 _DECIMALS = {QuantityClass.PARTICULATE: 2, QuantityClass.CLIMATE: 2, QuantityClass.NOISE: 1,
-             QuantityClass.PEOPLE_COUNT: 0}
+             QuantityClass.PEOPLE_COUNT: 0, QuantityClass.PRESENCE: 0}
 
 
 @dataclass

@@ -32,9 +32,14 @@ PresetName = Literal["strict", "crowd-safety", "demo", "research-dp"]
 STATISTICS_BY_KIND: dict[StatKind, frozenset[str]] = {
     StatKind.LINEAR: frozenset({"mean", "min", "max", "stddev"}),
     StatKind.ENERGETIC: frozenset({"mean", "min", "max"}),
-    StatKind.COUNTER: frozenset({"sum", "min", "max"}),
+    StatKind.COUNTER: frozenset({"sum"}),  # a per-sample peak of crossings means nothing
     StatKind.LEVEL: frozenset({"mean", "min", "max", "l10", "l50", "l90"}),
+    StatKind.OCCUPANCY: frozenset({"mean", "max"}),
 }
+#: Kinds whose values are numbers of people: k-suppression applies (to the sum of a counter,
+#: to the max of an occupancy: fewer than k people present at any time in the window).
+COUNT_KINDS = frozenset({StatKind.COUNTER, StatKind.OCCUPANCY})
+_K_STATISTIC = {StatKind.COUNTER: "sum", StatKind.OCCUPANCY: "max"}
 #: Words that mean "send the samples themselves": refused with a plain explanation.
 RAW_WORDS = frozenset({"raw", "samples", "values", "all", "frames", "tracks", "objects",
                        "targets", "audio", "events", "per_object", "detections"})
@@ -45,9 +50,19 @@ FLOOR_WINDOW_S: dict[QuantityClass, float] = {
     QuantityClass.CLIMATE: 10.0,
     QuantityClass.NOISE: 60.0,  # sound levels per >= 1 min, never finer
     QuantityClass.PEOPLE_COUNT: 60.0,
+    QuantityClass.PRESENCE: 60.0,
 }
+#: Presets whose own floor is lower than the legal one for a class.
+PRESET_FLOOR_WINDOW_S = {("crowd-safety", QuantityClass.PEOPLE_COUNT): 10.0}
+
+
+def floor_window(preset: str, quantity: QuantityClass) -> float:
+    """The shortest minimum window an override may set for ``quantity`` under ``preset``."""
+    return PRESET_FLOOR_WINDOW_S.get((preset, quantity), FLOOR_WINDOW_S[quantity])
+
+
 _DECIMALS = {QuantityClass.PARTICULATE: 2, QuantityClass.CLIMATE: 2, QuantityClass.NOISE: 1,
-             QuantityClass.PEOPLE_COUNT: 0}
+             QuantityClass.PEOPLE_COUNT: 1, QuantityClass.PRESENCE: 1}
 
 
 class DpPolicy(BaseModel):
@@ -84,18 +99,24 @@ class ClassPolicy(BaseModel):
 
 _LEVELS = ("mean", "min", "max", "stddev")
 _NOISE = ("mean", "min", "max", "l10", "l50", "l90")  # Leq, extremes and percentile levels
+_PEOPLE = ("sum", "mean", "max")  # crossings per window; occupancy mean and peak
+_PRESENCE = ("mean", "sum")  # share of time someone was there; motion triggers (not people)
 PRESETS: dict[str, dict[QuantityClass, ClassPolicy]] = {
     "strict": {
         QuantityClass.PARTICULATE: ClassPolicy(min_window=60, statistics=_LEVELS),
         QuantityClass.CLIMATE: ClassPolicy(min_window=60, statistics=_LEVELS),
         QuantityClass.NOISE: ClassPolicy(min_window=60, statistics=_NOISE),
-        QuantityClass.PEOPLE_COUNT: ClassPolicy(min_window=300, statistics=("sum",), k=5),
+        QuantityClass.PEOPLE_COUNT: ClassPolicy(min_window=300, statistics=_PEOPLE, k=5),
+        QuantityClass.PRESENCE: ClassPolicy(min_window=300, statistics=_PRESENCE),
     },
+    # Crowd managers need counts fast (alarms on a full square): count windows down to 10 s,
+    # k = 3 stays, no DP.
     "crowd-safety": {
         QuantityClass.PARTICULATE: ClassPolicy(min_window=60, statistics=_LEVELS),
         QuantityClass.CLIMATE: ClassPolicy(min_window=60, statistics=_LEVELS),
         QuantityClass.NOISE: ClassPolicy(min_window=60, statistics=_NOISE),
-        QuantityClass.PEOPLE_COUNT: ClassPolicy(min_window=60, statistics=("sum",), k=3),
+        QuantityClass.PEOPLE_COUNT: ClassPolicy(min_window=10, statistics=_PEOPLE, k=3),
+        QuantityClass.PRESENCE: ClassPolicy(min_window=60, statistics=_PRESENCE),
     },
     # Short windows so a demo shows data within seconds; check-config allows it only when
     # every sensor is simulated. k stays at 5, so suppression is visible in the demo.
@@ -103,7 +124,8 @@ PRESETS: dict[str, dict[QuantityClass, ClassPolicy]] = {
         QuantityClass.PARTICULATE: ClassPolicy(min_window=1, statistics=_LEVELS),
         QuantityClass.CLIMATE: ClassPolicy(min_window=1, statistics=_LEVELS),
         QuantityClass.NOISE: ClassPolicy(min_window=1, statistics=_NOISE),
-        QuantityClass.PEOPLE_COUNT: ClassPolicy(min_window=1, statistics=("sum",), k=5),
+        QuantityClass.PEOPLE_COUNT: ClassPolicy(min_window=1, statistics=_PEOPLE, k=5),
+        QuantityClass.PRESENCE: ClassPolicy(min_window=1, statistics=_PRESENCE),
     },
     # Noised counts instead of k (docs/differential-privacy.md). 5-minute windows are at most
     # 288 a day: 288 x 0.1 = 28.8 fits the budget of 30 with room for the extra partial
@@ -116,6 +138,7 @@ PRESETS: dict[str, dict[QuantityClass, ClassPolicy]] = {
         QuantityClass.PEOPLE_COUNT: ClassPolicy(
             min_window=300, statistics=("sum",),
             dp=DpPolicy(epsilon=0.1, daily_budget=30.0)),
+        QuantityClass.PRESENCE: ClassPolicy(min_window=300, statistics=_PRESENCE),
     },
 }
 
@@ -137,9 +160,10 @@ class PrivacyConfig(BaseModel):
         out = []
         for quantity, policy in self.classes.items():
             path = f"privacy.classes.{quantity.value}"
-            if self.preset != "demo" and policy.min_window < FLOOR_WINDOW_S[quantity]:
-                out.append((f"{path}.min_window", f"must be at least "
-                            f"{FLOOR_WINDOW_S[quantity]:g}s for {quantity.value} "
+            floor = floor_window(self.preset, quantity)
+            if self.preset != "demo" and policy.min_window < floor:
+                out.append((f"{path}.min_window", f"must be at least {floor:g}s for "
+                            f"{quantity.value} under preset {self.preset} "
                             f"(got {policy.min_window:g}s)"))
             if quantity is not QuantityClass.PEOPLE_COUNT:
                 if policy.k is not None:
@@ -239,8 +263,10 @@ class PrivacyGate:
         policy = self.privacy.policy_for(spec.quantity)
         stats = [s for s in policy.statistics if s in STATISTICS_BY_KIND[spec.kind]
                  and (spec.statistics is None or s in spec.statistics)
-                 and (s == "sum" or policy.dp is None or spec.kind is not StatKind.COUNTER)]
-        return stats, (policy.k if spec.kind is StatKind.COUNTER else None)
+                 # with DP only the noised sum of a counter leaves; an un-noised occupancy
+                 # of the same people would undo the noise
+                 and (policy.dp is None or (s == "sum" and spec.kind is StatKind.COUNTER))]
+        return stats, (policy.k if spec.kind in COUNT_KINDS else None)
 
     def release_window(self, window: ClosedWindow, meta: dict[str, Any]) -> Released:
         """Gate one window: allow-list, minimum window, k-suppression or DP, rounding."""
@@ -265,7 +291,7 @@ class PrivacyGate:
             reason = None
             if stats.n and window.end - window.start + 1e-6 < policy.min_window:
                 reason = "short_window"  # a partial window must not be finer than the policy
-            elif k is not None and stats.n and result["sum"] < k:
+            elif k is not None and stats.n and result[_K_STATISTIC[spec.kind]] < k:
                 reason = "below_k"
             elif dp is not None and stats.n and "sum" in allowed:
                 reason = self._noised(window, name, result["sum"], dp, entry)

@@ -126,6 +126,7 @@ class RunningSensor:
         self._consecutive_frame_errors = 0
         self._failures = 0  # consecutive failed attempts; 0 after a good reading
         self._cycle_start = 0.0  # when the current measuring period began (duty cycle)
+        self._driver: Driver | None = None  # the open (or last) driver, for its health figures
         self._power = (PowerSwitch(config.power, clock, config.id)
                        if config.power is not None else None)
 
@@ -136,7 +137,17 @@ class RunningSensor:
                 "warmup_discarded": self.warmup_discarded, "recovery": dict(self.recovery),
                 "duty_cycles": self.cycles,
                 "power": None if self._power is None else {"gpio": self._power.config.gpio,
-                                                           "on": self._power.is_on}}
+                                                           "on": self._power.is_on},
+                "driver": self._driver_health()}
+
+    def _driver_health(self) -> dict[str, Any]:
+        if self._driver is None:
+            return {}
+        try:
+            return dict(self._driver.health())
+        except Exception as exc:  # a driver bug must not break the health report
+            self.log.warning("driver %s health failed: %s", self.config.driver, exc)
+            return {}
 
     def _steps(self) -> set[RecoveryStep]:
         available = {RecoveryStep.REINIT}
@@ -174,6 +185,7 @@ class RunningSensor:
             if self._i2c is not None:
                 context.i2c = self._i2c
             driver = self.driver_class(self.config, context)
+            self._driver = driver
             asleep = hopeless = False
             try:
                 await driver.open()

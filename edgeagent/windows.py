@@ -257,10 +257,11 @@ class SensorWindows:
 
         A frozen sensor (fan blocked, firmware hang) keeps sending its last frame, so all its
         values freeze together; one constant stream alone (PM1 at 0 in clean air) is normal.
-        Counters are exempt: zero people for hours is normal too.
+        Counts, occupancy and presence are exempt: nobody there for hours is normal too.
         """
         levels = {name: (st.minimum, st.maximum) for name, st in stats.items()
-                  if st.kind is not StatKind.COUNTER}
+                  if st.kind not in (StatKind.COUNTER, StatKind.OCCUPANCY)
+                  and self.streams[name].quantity is not QuantityClass.PRESENCE}
         frozen = bool(levels) and all(stats[name].n >= 2 and low == high
                                       for name, (low, high) in levels.items())
         if not frozen:

@@ -295,7 +295,22 @@ def manifest_site() -> dict[str, Any]:
     return json.loads((EXAMPLES / "manifest.json").read_text())["site"]
 
 
-SAMPLES = {"contract": contract_example(), "pms5003": PMS5003, "sen55": SEN55, "bme280": BME280,
+DIRECTIONS = message("door-1", {
+    "peopleIn": people(14), "peopleOut": people(9),
+    "occupancy": stream("count", "people_count", n=3000, mean=1.4, max=6.0, k=5),
+}, driver="amg8833", model="Panasonic AMG8833", win=window(
+    "2026-01-01T10:00:00Z", "2026-01-01T10:05:00Z", 300))
+DIRECTION_BELOW_K = message("door-1", {"peopleIn": people(14),
+                                       "peopleOut": people(None, reason="below_k")},
+                            driver="amg8833", model="Panasonic AMG8833", win=window(
+    "2026-01-01T10:05:00Z", "2026-01-01T10:10:00Z", 300))
+PRESENCE = message("radar-1", {
+    "presence": stream("%", "presence", n=300, mean=37.5),
+    "motion": stream("%", "presence", n=300, mean=12.0),
+}, driver="ld2410", model="Hi-Link LD2410", win=window(
+    "2026-01-01T10:00:00Z", "2026-01-01T10:05:00Z", 300))
+SAMPLES = {"contract": contract_example(), "directions": DIRECTIONS,
+           "direction_below_k": DIRECTION_BELOW_K, "presence": PRESENCE, "pms5003": PMS5003, "sen55": SEN55, "bme280": BME280,
            "microphone": MICROPHONE, "pcb_decibel": PCB_DECIBEL, "counter": COUNTER,
            "counter_below_k": COUNTER_BELOW_K, "counter_short": COUNTER_SHORT,
            "partial_pm": PARTIAL_PM, "partial_noise": PARTIAL_NOISE, "corrected": CORRECTED,
@@ -402,7 +417,7 @@ def test_contexts_are_the_models_urls() -> None:
 
 UNIT_CODES = {"pm1": "GQ", "pm25": "GQ", "pm4": "GQ", "pm10": "GQ", "temperature": "CEL",
               "relativeHumidity": "C62", "pressure": "A97", "LAeq": "2N", "LAmax": "2N",
-              "peopleCount": "IE"}
+              "peopleCount": "IE", "occupancy": "C62"}
 
 
 def test_unit_codes() -> None:
@@ -684,3 +699,23 @@ def test_site_must_be_wgs84(site: dict[str, Any]) -> None:
 def test_site_without_coordinates_gives_no_location() -> None:
     assert FiwareEncoder(site=None).location is None
     assert FiwareEncoder(site={"name": "somewhere"}).location is None
+
+
+# --- counting lines and presence --------------------------------------------------------------
+
+def test_both_directions_are_one_people_count() -> None:
+    entity = by_type(DIRECTIONS)["CrowdFlowObserved"]
+    assert value(entity, "peopleCount") == 23
+    assert "occupancy" not in entity  # people at once is not the model's time fraction
+
+
+def test_a_suppressed_direction_withholds_the_total() -> None:
+    entity = by_type(DIRECTION_BELOW_K)["CrowdFlowObserved"]
+    assert "peopleCount" not in entity
+    assert "peopleCount withheld by the privacy gate (below_k)" in value(entity, "description")
+
+
+def test_presence_share_is_the_models_occupancy_fraction() -> None:
+    entity = by_type(PRESENCE)["CrowdFlowObserved"]
+    assert value(entity, "occupancy") == 0.375
+    assert "peopleCount" not in entity

@@ -162,3 +162,56 @@ def test_level_streams_publish_percentiles_and_a_stream_can_narrow_its_statistic
     strict = PrivacyConfig(classes={QuantityClass.NOISE: ClassPolicy(
         min_window=60, statistics=("mean",))})
     assert PrivacyGate(strict, "gw").allowed(laf) == (["mean"], None)  # the policy decides
+
+
+# --- occupancy and presence ------------------------------------------------------------------
+
+OCCUPANCY = StreamSpec("occupancy", "count", QuantityClass.PEOPLE_COUNT, StatKind.OCCUPANCY)
+PRESENCE = StreamSpec("presence", "%", QuantityClass.PRESENCE, statistics=("mean",))
+
+
+def _values(preset, by_stream, streams, length=300.0):
+    gate = PrivacyGate(PrivacyConfig(preset=preset), "gw")
+    return gate.release_window(window_with(by_stream, length, streams), META).body["values"]
+
+
+def test_occupancy_publishes_mean_and_peak_and_counters_only_their_sum():
+    values = _values("strict", {"people": [0.0, 1.0], "occupancy": [4.0, 6.0]},
+                     (PEOPLE, OCCUPANCY))
+    assert values["occupancy"] == {"unit": "count", "quantity": "people_count", "n": 300,
+                                   "mean": 5.0, "max": 6.0, "k": 5, "suppressed": False}
+    assert set(values["people"]) == {"unit", "quantity", "n", "sum", "k", "suppressed"}
+
+
+def test_occupancy_whose_peak_is_below_k_is_suppressed():
+    values = _values("strict", {"occupancy": [0.0, 1.0, 4.0]}, (OCCUPANCY,))
+    assert values["occupancy"]["suppressed"] is True
+    assert values["occupancy"]["suppressed_reason"] == "below_k"
+    assert values["occupancy"]["mean"] is None and values["occupancy"]["max"] is None
+
+
+def test_occupancy_is_not_released_under_differential_privacy():
+    # DP noises counts only; an un-noised occupancy would undo it, so none of it leaves
+    values = _values("research-dp", {"occupancy": [9.0]}, (OCCUPANCY,))
+    assert set(values["occupancy"]) == {"unit", "quantity", "n"}
+    wide = PrivacyConfig(preset="research-dp", classes={QuantityClass.PEOPLE_COUNT: ClassPolicy(
+        min_window=300, statistics=("sum", "mean", "max"),
+        dp={"epsilon": 0.1, "daily_budget": 30})})
+    assert PrivacyGate(wide, "gw").allowed(OCCUPANCY) == ([], None)
+
+
+def test_presence_share_has_no_k_and_its_own_class():
+    values = _values("strict", {"presence": [0.0, 100.0, 100.0, 100.0]}, (PRESENCE,))
+    assert values["presence"] == {"unit": "%", "quantity": "presence", "n": 300, "mean": 75.0}
+
+
+def test_crowd_safety_allows_ten_second_count_windows_and_strict_does_not():
+    ten = _values("crowd-safety", {"people": [1.0]}, (PEOPLE,), length=10.0)
+    assert ten["people"]["sum"] == 10 and ten["people"]["k"] == 3
+    with pytest.raises(PermissionError, match="below the 300s minimum"):
+        _values("strict", {"people": [1.0]}, (PEOPLE,), length=10.0)
+    floor = PrivacyConfig(preset="crowd-safety", classes={
+        QuantityClass.PEOPLE_COUNT: ClassPolicy(min_window=5, statistics=("sum",), k=3)})
+    assert floor.problems() == [("privacy.classes.people_count.min_window",
+                                 "must be at least 10s for people_count under preset "
+                                 "crowd-safety (got 5s)")]

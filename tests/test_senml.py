@@ -91,6 +91,7 @@ NATIVE_UNITS: dict[str, tuple[str | None, Fraction]] = {
     "ug/m3": ("kg/m3", Fraction("1e-9")), "Cel": ("Cel", Fraction(1)), "%RH": ("%RH", Fraction(1)),
     "dB": ("dB", Fraction(1)), "count": ("count", Fraction(1)), "hPa": ("Pa", Fraction(100)),
     "um": ("m", Fraction("1e-6")), "/cm3": (None, Fraction(1)), "1": (None, Fraction(1)),
+    "%": ("/", Fraction("0.01")),
 }
 
 # --- RFC 8428 rules a schema cannot express ------------------------------------------------

@@ -5,7 +5,7 @@ entities, one per data model, chosen by the privacy classes (``quantity``) of it
 
 - ``particulate`` and ``climate`` streams → ``AirQualityObserved`` (dataModel.Environment),
 - ``noise`` streams → ``NoiseLevelObserved`` (dataModel.Environment),
-- ``people_count`` streams → ``CrowdFlowObserved`` (dataModel.Transportation).
+- ``people_count`` and ``presence`` streams → ``CrowdFlowObserved`` (dataModel.Transportation).
 
 Each entity is published as its own message on the native topic suffix. The entity id is stable
 per sensor (``urn:ngsi-ld:<Type>:<gateway>:<sensor>``), so every window updates the same entity
@@ -50,7 +50,9 @@ CONTEXTS: dict[str, list[str]] = {
 
 #: Native privacy class → data model.
 MODEL_BY_CLASS = {"particulate": AIR_QUALITY, "climate": AIR_QUALITY, "noise": NOISE_LEVEL,
-                  "people_count": CROWD_FLOW}
+                  "people_count": CROWD_FLOW, "presence": CROWD_FLOW}
+#: Counting-line streams whose sum is CrowdFlowObserved's ``peopleCount`` (both directions).
+DIRECTION_STREAMS = ("peopleIn", "peopleOut")
 
 #: UN/CEFACT Recommendation 20 common codes used as ``unitCode``.
 UNIT_MICROGRAM_PER_M3 = "GQ"
@@ -140,8 +142,30 @@ MAPPINGS: dict[str, tuple[AttributeMap, ...]] = {
     ),
     CROWD_FLOW: (
         AttributeMap("peopleCount", (Source("people", "sum", "count"),), UNIT_PERSON, _count),
+        # share of the time someone was there (radar, PIR): the model's 0..1 occupancy
+        AttributeMap("occupancy", (Source("presence", "mean", "%"),
+                                   Source("motion", "mean", "%")), UNIT_ONE,
+                     _percent_to_fraction),
     ),
 }
+
+
+def _both_directions(values: dict[str, Any]) -> dict[str, Any] | None:
+    """``peopleIn`` + ``peopleOut`` as one count; withheld if either direction is.
+
+    A suppressed direction means "fewer than k", so a total without it would be a guess.
+    """
+    streams = [values.get(name) for name in DIRECTION_STREAMS]
+    if any(s is None or s.get("unit") != "count" for s in streams):
+        return None
+    for stream in streams:
+        if stream.get("suppressed"):
+            return {"unit": "count", "suppressed": True, "k": stream.get("k"),
+                    "suppressed_reason": stream.get("suppressed_reason", "")}
+    sums = [s.get("sum") for s in streams]
+    if not all(_number(v) for v in sums):
+        return None
+    return {"unit": "count", "sum": sums[0] + sums[1]}
 
 
 def entity_id(model: str, gateway: str, sensor: str) -> str:
@@ -247,6 +271,10 @@ class FiwareEncoder:
         start, end = window["start"], window["end"]
         values = {name: v for name, v in body.get("values", {}).items()
                   if MODEL_BY_CLASS.get(v.get("quantity")) == model}
+        if model == CROWD_FLOW and "people" not in values:
+            both = _both_directions(values)
+            if both is not None:
+                values["people"] = both
         attributes: dict[str, Any] = {}
         withheld: list[str] = []
         flags: list[str] = []

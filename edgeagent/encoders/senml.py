@@ -89,12 +89,14 @@ PRIMARY: dict[str, UnitMapping] = {
     "um": UnitMapping("m", Decimal("1e-6"), "RFC 8428 §12.1 (no micrometre unit registered)"),
     "/cm3": UnitMapping(None, _ONE, "no number-concentration unit is registered"),
     "1": UnitMapping(None, _ONE, "index, not a ratio: '/' would claim a ratio"),
+    "%": UnitMapping("/", Decimal("0.01"), "RFC 8428 §12.1 ratio ('%' is NOT RECOMMENDED)"),
 }
 #: Overrides when secondary units are agreed with the receiver (pack version 26).
 SECONDARY: dict[str, UnitMapping] = {
     **PRIMARY,
     "ug/m3": UnitMapping("ug/m3", _ONE, "RFC 8798 §3 (secondary unit = 1e-9 kg/m3)"),
     "hPa": UnitMapping("hPa", _ONE, "RFC 8798 §3 (secondary unit = 100 Pa)"),
+    "%": UnitMapping("/100", _ONE, "RFC 8798 §3 (percent: secondary unit = 0.01 /)"),
 }
 _UNREGISTERED = UnitMapping(None, _ONE, "unknown native unit: not guessed")
 

@@ -85,6 +85,7 @@ UNITS: dict[str, Unit] = {
     "count": Unit("count", "{count}", _QUDT + "NUM"),
     "um": Unit("micrometre", "um", _QUDT + "MicroM"),
     "1": Unit("index (dimensionless)", "1", _QUDT + "UNITLESS"),
+    "%": Unit("percent (share of the window)", "%", _QUDT + "PERCENT"),
 }
 
 #: Stream name → (ObservedProperty name, definition URI). EEA air-quality pollutant vocabulary
@@ -101,6 +102,16 @@ OBSERVED_PROPERTIES: dict[str, tuple[str, str]] = {
     "pressure": ("air pressure", "urn:edgeagent:observed-property:pressure"),
     "laeq": ("LAeq, A-weighted equivalent sound level", "urn:edgeagent:observed-property:laeq"),
     "people": ("people count", "urn:edgeagent:observed-property:people"),
+    "peopleIn": ("people crossing the counting line inwards",
+                 "urn:edgeagent:observed-property:peopleIn"),
+    "peopleOut": ("people crossing the counting line outwards",
+                  "urn:edgeagent:observed-property:peopleOut"),
+    "occupancy": ("people present at once", "urn:edgeagent:observed-property:occupancy"),
+    "presence": ("share of time someone was present",
+                 "urn:edgeagent:observed-property:presence"),
+    "motion": ("share of time with motion", "urn:edgeagent:observed-property:motion"),
+    "motionEvents": ("motion activations (not people)",
+                     "urn:edgeagent:observed-property:motionEvents"),
 }
 _STAT_TEXT = {"mean": "mean", "min": "minimum", "max": "maximum", "stddev": "standard deviation",
               "l10": "level exceeded 10 % of the time (L10)",
