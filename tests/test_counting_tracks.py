@@ -51,7 +51,7 @@ def test_turning_back_counts_both_ways_so_the_net_flow_is_zero():
 def test_a_single_frame_of_noise_is_no_person():
     blip = [None] * 4 + [(0.5, 0.6)] + [None] * 4
     counter = PositionCounter(CountingConfig(line=ACROSS))
-    total_in, total_out, frames = walk(counter, [blip])
+    total_in, total_out, _ = walk(counter, [blip])
     assert (total_in, total_out) == (0, 0)
     assert counter.active_tracks == 0  # forgotten after max_missing frames
 

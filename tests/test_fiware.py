@@ -310,7 +310,8 @@ PRESENCE = message("radar-1", {
 }, driver="ld2410", model="Hi-Link LD2410", win=window(
     "2026-01-01T10:00:00Z", "2026-01-01T10:05:00Z", 300))
 SAMPLES = {"contract": contract_example(), "directions": DIRECTIONS,
-           "direction_below_k": DIRECTION_BELOW_K, "presence": PRESENCE, "pms5003": PMS5003, "sen55": SEN55, "bme280": BME280,
+           "direction_below_k": DIRECTION_BELOW_K, "presence": PRESENCE, "pms5003": PMS5003,
+           "sen55": SEN55, "bme280": BME280,
            "microphone": MICROPHONE, "pcb_decibel": PCB_DECIBEL, "counter": COUNTER,
            "counter_below_k": COUNTER_BELOW_K, "counter_short": COUNTER_SHORT,
            "partial_pm": PARTIAL_PM, "partial_noise": PARTIAL_NOISE, "corrected": CORRECTED,
