@@ -4,6 +4,7 @@ Frames, target lists and tracks exist only in memory inside a driver; what leave
 :class:`~edgeagent.counting.tracks.StepCounts` per frame, aggregated into windows.
 """
 
+from edgeagent.counting.streams import counting_readings, counting_streams
 from edgeagent.counting.tracks import (
     CountingConfig,
     CountingLine,
@@ -14,4 +15,4 @@ from edgeagent.counting.tracks import (
 )
 
 __all__ = ["CountingConfig", "CountingLine", "PositionCounter", "StepCounts", "TrackerConfig",
-           "Zone"]
+           "Zone", "counting_readings", "counting_streams"]
