@@ -104,7 +104,12 @@ def cmd_manifest(args: argparse.Namespace) -> int:
         return EX_CONFIG
     agent = Agent(config)
     agent._build_sensors()
-    print(json.dumps(agent.manifest(), indent=2, ensure_ascii=False))
+    if args.text:
+        from edgeagent.manifest_text import manifest_text
+
+        print(manifest_text(agent.manifest()), end="")
+    else:
+        print(json.dumps(agent.manifest(), indent=2, ensure_ascii=False))
     return 0
 
 
@@ -159,6 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.set_defaults(func=func)
         if name == "run":
             cmd.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+        if name == "manifest":
+            cmd.add_argument("--text", action="store_true",
+                             help="plain text for people instead of JSON")
     from edgeagent import audit, doctor, exports, listen
 
     doctor.add_parser(sub)

@@ -69,6 +69,9 @@ class Gateway(_Strict):
     site: Site | None = None
     owner: Owner | None = None
     purpose: str | None = None
+    legal_ground: str | None = Field(None, description="GDPR legal ground of the measurement, "
+                                     "in the words of the privacy officer (e.g. 'AVG art. 6 "
+                                     "lid 1 sub e: publieke taak')")
 
 
 class Tls(_Strict):

@@ -143,7 +143,7 @@ def register_record(manifest: dict[str, Any], config: AgentConfig) -> dict[str, 
 
     Returns:
         A JSON-serialisable dict with ``amsterdam``, ``national``, ``source`` and ``_notes``.
-        Fields the config cannot supply (legal ground, privacy statement, end date, …) are
+        Fields the config cannot supply (privacy statement, end date, …) are
         ``null`` and listed in ``_notes``: fill them in before submitting.
     """
     gw = manifest["gateway"]
@@ -156,8 +156,11 @@ def register_record(manifest: dict[str, Any], config: AgentConfig) -> dict[str, 
         "record per sensor (reference = '<gateway>/<sensor>'); national (SensRNet): the gateway "
         "is the Device, each sensor a Sensor, each stream a Datastream.",
         "Not in the config, left null, fill in before submitting: "
-        "observation_goals[].legal_ground and .privacy_declaration (Amsterdam), "
-        "legalGround / legalGroundLink (national), active_until (Amsterdam requires an end "
+        + ("" if manifest.get("legal_ground") else
+           "observation_goals[].legal_ground (Amsterdam) and legalGround (national) — or set "
+           "gateway.legal_ground in the config —, ")
+        + "observation_goals[].privacy_declaration (Amsterdam), "
+        "legalGroundLink (national), active_until (Amsterdam requires an end "
         "date; staying longer means a new report), owner.name (contact person), "
         "project_paths, national device.category and connectivity.",
         "Placement date: the reference names no register API field for it; Amsterdam requires "
@@ -207,7 +210,7 @@ def register_record(manifest: dict[str, Any], config: AgentConfig) -> dict[str, 
             "regions": [],
             "datastream": _what_is_measured(sensor),
             "observation_goals": [{"observation_goal": purpose, "privacy_declaration": None,
-                                   "legal_ground": None}],
+                                   "legal_ground": manifest.get("legal_ground")}],
             "themes": sorted({AMS_THEME.get(c, "Overig") for c in classes}),
             "contains_pi_data": personal,
             "active_until": None,
@@ -253,7 +256,8 @@ def register_record(manifest: dict[str, Any], config: AgentConfig) -> dict[str, 
                    {"location": coordinates, "name": site["name"]}},
         "sensors": sensors,
         "datastreams": datastreams,
-        "observationGoals": [{"description": purpose, "legalGround": None,
+        "observationGoals": [{"description": purpose,
+                              "legalGround": manifest.get("legal_ground"),
                               "legalGroundLink": None,
                               "datastreams": [d["name"] for d in datastreams]}],
         "organisation": None if owner is None else {

@@ -235,6 +235,11 @@ def is_released(item: object) -> bool:
     return type(item) is Released and item._seal is _SEAL
 
 
+def decimals(quantity: QuantityClass) -> int:
+    """Decimal places every statistic of the class is rounded to before it leaves."""
+    return _DECIMALS[quantity]
+
+
 def _rounded(value: float, quantity: QuantityClass) -> float:
     return round(value, _DECIMALS[quantity]) if math.isfinite(value) else value
 

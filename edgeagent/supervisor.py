@@ -40,7 +40,7 @@ from edgeagent.i2c import open_smbus, reset_bus
 from edgeagent.mqtt import MqttPublisher
 from edgeagent.outbox import Outbox
 from edgeagent.power import PowerSwitch
-from edgeagent.privacy import PrivacyGate, Released, rfc3339
+from edgeagent.privacy import PrivacyGate, Released, decimals, rfc3339
 from edgeagent.systemd import notify, watchdog_interval
 from edgeagent.topics import Topics
 from edgeagent.windows import ClosedWindow, SensorWindows
@@ -427,7 +427,8 @@ class Agent:
                 policy = privacy.policy_for(spec.quantity)
                 classes[spec.quantity.value] = {"min_window_s": policy.min_window,
                                                 "statistics": list(policy.statistics),
-                                                "k": policy.k}
+                                                "k": policy.k,
+                                                "decimals": decimals(spec.quantity)}
                 streams.append({"name": spec.name, "description": spec.description,
                                 "unit": spec.unit,
                                 "quantity": spec.quantity.value, "kind": spec.kind.value,
@@ -448,6 +449,12 @@ class Agent:
                 "config_hash": self.config.fingerprint(), "published": rfc3339(self.clock.time()),
                 "site": gw.site.model_dump() if gw.site else None,
                 "owner": gw.owner.model_dump() if gw.owner else None, "purpose": gw.purpose,
+                "legal_ground": gw.legal_ground,
+                "retention": {"raw_data": "memory_only",
+                              "window_max_s": max((s.config.window for s in self.sensors),
+                                                  default=0.0),
+                              "outbox": "until_acknowledged",
+                              "outbox_max_bytes": self.config.outbox.max_bytes},
                 "contract": {"format": self.config.mqtt.format, "version": 1,
                              "topic_root": self.topics.root},
                 "privacy": {"preset": privacy.preset, "raw_data_leaves_device": False,

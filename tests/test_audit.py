@@ -38,8 +38,8 @@ def manifest(**sensor_window: float) -> dict[str, Any]:
     doc["contract"]["topic_root"] = ROOT
     doc["privacy"]["classes"] = {
         "particulate": {"min_window_s": 60, "statistics": ["mean", "min", "max", "stddev"],
-                        "k": None},
-        "people_count": {"min_window_s": 300, "statistics": ["sum"], "k": 5}}
+                        "k": None, "decimals": 2},
+        "people_count": {"min_window_s": 300, "statistics": ["sum"], "k": 5, "decimals": 1}}
     pm = doc["sensors"][0]
     pm.update(id="pm", window_s=sensor_window.get("pm", 60))
     pm["streams"][0]["statistics"] = ["mean", "min", "max"]
@@ -115,7 +115,8 @@ def test_contract_examples_paired_give_no_violation():
     # example manifest extended by what the data message shows (crowd-safety-like 60 s counts).
     doc = example("manifest")
     classes = doc["privacy"]["classes"]
-    classes["noise"] = {"min_window_s": 60, "statistics": ["mean", "min", "max"], "k": None}
+    classes["noise"] = {"min_window_s": 60, "statistics": ["mean", "min", "max"], "k": None,
+                        "decimals": 1}
     classes["people_count"]["min_window_s"] = 60
     doc["sensors"][0]["streams"] += [
         {"name": "laeq", "description": "A-weighted equivalent level", "unit": "dB",

@@ -196,7 +196,7 @@ def test_manifest_command_prints_a_valid_manifest():
     manifest = json.loads(result.stdout)
     assert contract.problems("manifest", manifest) == []
     assert manifest["privacy"]["classes"]["people_count"] == {
-        "min_window_s": 900.0, "statistics": ["sum"], "k": 10}
+        "min_window_s": 900.0, "statistics": ["sum"], "k": 10, "decimals": 1}
     assert [s["id"] for s in manifest["sensors"]] == ["pm-north", "climate", "footfall"]
 
 

@@ -107,7 +107,7 @@ def test_register_national_mapping_uses_the_sensrnet_enums(built):
     site = manifest["site"]
     if site:
         assert national["device"]["location"]["location"][:2] == [site["lon"], site["lat"]]
-    assert national["observationGoals"][0]["legalGround"] is None
+        assert national["observationGoals"][0]["legalGround"] == manifest["legal_ground"]
 
 
 def test_register_types_per_example():
