@@ -126,6 +126,16 @@ def render_metrics(report: dict[str, Any], *, loop_lag_s: float | None = None) -
                "Recovery-ladder steps taken, by step (resync, reinit, bus_reset, power_cycle).",
                [({"sensor": sid, "step": step.value}, s["recovery"].get(step.value, 0))
                 for sid, s in sensors.items() for step in RecoveryStep])
+    figures = (("frames", "counter", "Frames (thermal images, radar reports) processed."),
+               ("dropped_frames", "counter", "Frames lost: gaps in the frame rate, failed reads."),
+               ("fps", "gauge", "Frames per second over the recent frames."),
+               ("inference_ms", "gauge", "Mean people-detector time per frame, milliseconds."))
+    for key, kind, help_text in figures:
+        rows = [({"sensor": sid}, s["driver"][key]) for sid, s in sensors.items()
+                if isinstance(s.get("driver", {}).get(key), int | float)]
+        if rows:
+            suffix = "_total" if kind == "counter" else ""
+            out.family(f"edgeagent_sensor_{key}{suffix}", kind, help_text, rows)
     out.family("edgeagent_sensor_state", "gauge",
                "Supervisor state of the sensor: 1 for the current state, 0 for the others.",
                [({"sensor": sid, "state": state.value}, s["state"] == state.value)

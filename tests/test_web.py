@@ -29,6 +29,7 @@ from edgeagent.web import (
     _Exposition,
     escape_label,
     is_loopback,
+    render_metrics,
 )
 
 HEALTH_SCHEMA = json.loads((REPO / "deploy/schemas/health.schema.json").read_text())
@@ -446,3 +447,20 @@ def test_a_web_port_in_use_is_reported_and_the_agent_measures_on(broker, recorde
         asyncio.run(scenario())
     (event,) = [e for e in recorder.of("events") if e["type"] == "web_unavailable"]
     assert "the local web page is not running" in event["message"]
+
+
+def test_counting_sensor_figures_are_exported_and_others_have_none():
+    report = json.loads((REPO / "tests" / "contract_examples" / "health.json").read_text())
+    pm = report["sensors"]["pm-north"]
+    report["sensors"]["door-1"] = {**pm, "driver": {
+        "frames": 3000, "dropped_frames": 2, "fps": 9.98, "inference_ms": 0.21,
+        "inference_ms_max": 0.9, "detector": "cnn", "runtime": "ai_edge_litert"}}
+    families = parse_prometheus(render_metrics(report))
+    assert sample(families, "edgeagent_sensor_frames_total", sensor="door-1") == 3000
+    assert sample(families, "edgeagent_sensor_dropped_frames_total", sensor="door-1") == 2
+    assert sample(families, "edgeagent_sensor_fps", sensor="door-1") == pytest.approx(9.98)
+    assert sample(families, "edgeagent_sensor_inference_ms", sensor="door-1") == \
+        pytest.approx(0.21)
+    assert families["edgeagent_sensor_fps"]["type"] == "gauge"
+    assert all(labels["sensor"] == "door-1"
+               for labels, _ in families["edgeagent_sensor_frames_total"]["samples"])
