@@ -43,8 +43,8 @@ RULES: dict[str, tuple[str, str]] = {
     "no_manifest": ("warning", "a message arrived before any manifest of its gateway"),
     "raw_data_declared": ("error", "the manifest's privacy.raw_data_leaves_device is not false"),
     "manifest_policy": ("error", "the manifest contradicts itself: a stream's statistics beyond "
-                        "its class, a window below the class minimum, a count without k, a "
-                        "class without policy"),
+                        "its class, a window below the class minimum, a people count without k or "
+                        "DP, a class without policy"),
     "unknown_sensor": ("error", "a data message for a sensor the manifest does not list"),
     "undeclared_stream": ("error", "a stream the manifest does not declare for that sensor, or "
                           "declared with another privacy class"),
@@ -58,6 +58,10 @@ RULES: dict[str, tuple[str, str]] = {
     "count_below_k": ("error", "a count (counter sum or occupancy max) below k that is not "
                       "suppressed"),
     "suppressed_value": ("error", "a stream marked suppressed that still carries a number"),
+    "dp_mismatch": ("error", "a count published without the declared differential-privacy "
+                    "noise, or with another epsilon than the manifest's"),
+    "precision_exceeded": ("error", "a statistic with more decimal places than its class's "
+                           "declared decimals"),
     "identifier": ("error", "a string in data or events looks like a MAC address, an IMEI, an "
                    "e-mail address or an IP address"),
     "not_audited": ("info", "data messages in a non-native format (senml, fiware, …): only "
@@ -355,8 +359,12 @@ class Auditor:
                 if _number(window) and _number(minimum) and window + _EPS < minimum:
                     flag("manifest_policy", f"{name}: window_s {window:g} is below the class "
                          f"minimum {minimum:g}")
-                if stream.get("kind") == "counter" and not _number(stream.get("k")):
-                    flag("manifest_policy", f"{name}: a counter stream without k")
+                counted = stream.get("quantity") == "people_count" \
+                    and stream.get("kind") in ("counter", "occupancy")
+                if counted and not _number(stream.get("k")) \
+                        and not isinstance(privacy.get("dp"), dict):
+                    flag("manifest_policy", f"{name}: a people count without k (and no "
+                         "differential privacy)")
         self.manifests[gateway] = doc
 
     def _data(self, doc: dict[str, Any], suffix: str, manifest: dict[str, Any],
@@ -407,6 +415,8 @@ class Auditor:
                 flag("window_below_minimum", f"window.seconds {seconds:g} is below the "
                      f"{minimum:g}s minimum of class {quantity}", seq)
             self._stream(name, entry, spec, minimum, partial, length, seq, flag)
+            self._declared_noise_and_precision(name, entry, spec, privacy.get("dp"), policy,
+                                               seq, flag)
         for item in _list(doc.get("corrections")):
             spec = streams.get(item.get("stream"))
             extra = [s for s in STATISTICS if s in item
@@ -414,6 +424,31 @@ class Auditor:
             if spec is not None and extra:
                 flag("undeclared_statistic", f"correction of {item.get('stream')}: "
                      f"{', '.join(extra)} not declared for the stream", seq)
+
+    @staticmethod
+    def _declared_noise_and_precision(name: str, entry: dict[str, Any], spec: dict[str, Any],
+                                      dp: Any, policy: Any, seq: int | None,
+                                      flag: Callable[..., None]) -> None:
+        noise = entry.get("dp")
+        published = _number(entry.get("sum")) and entry.get("suppressed") is not True
+        if isinstance(dp, dict) and spec.get("kind") == "counter" \
+                and spec.get("quantity") == "people_count" and published:
+            if not isinstance(noise, dict):
+                flag("dp_mismatch", f"{name}: sum published without the declared "
+                     f"differential-privacy noise (epsilon {dp.get('epsilon_per_window')})", seq)
+            elif noise.get("epsilon") != dp.get("epsilon_per_window"):
+                flag("dp_mismatch", f"{name}: noised with epsilon {noise.get('epsilon')}, the "
+                     f"manifest declares {dp.get('epsilon_per_window')} per window", seq)
+        elif noise is not None and not isinstance(dp, dict):
+            flag("dp_mismatch", f"{name}: carries dp although the manifest declares no "
+                 "differential privacy", seq)
+        places = policy.get("decimals") if isinstance(policy, dict) else None
+        if isinstance(places, int) and not isinstance(places, bool):
+            finer = [s for s in STATISTICS if _number(entry.get(s))
+                     and round(entry[s], places) != entry[s]]
+            if finer:
+                flag("precision_exceeded", f"{name}: {', '.join(finer)} finer than the declared "
+                     f"{places} decimals", seq)
 
     @staticmethod
     def _stream(name: str, entry: dict[str, Any], spec: dict[str, Any], minimum: Any,

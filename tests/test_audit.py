@@ -465,3 +465,29 @@ def test_cli_with_an_agent_config(broker, tmp_path, capsys):
     finally:
         client.disconnect()
         client.loop_stop()
+
+
+def test_precision_beyond_the_declared_decimals(auditor):
+    finer = {"pm25": {**pm25(), "mean": 12.3456}}
+    assert check(auditor, data(values=finer)) == ["precision_exceeded"]
+
+
+def test_differential_privacy_declared_but_not_applied():
+    doc = manifest()
+    doc["privacy"].update(preset="research-dp", dp={
+        "mechanism": "geometric", "epsilon_per_window": 0.1, "daily_budget": 30})
+    doc["privacy"]["classes"]["people_count"].update(k=None)
+    doc["sensors"][1]["streams"][0]["k"] = None
+    auditor = Auditor(PREFIX, GW)
+    assert rules(auditor.feed(f"{ROOT}/manifest", raw(doc), True)) == []
+    plain = {key: value for key, value in people(12).items() if key != "k"}
+    noised = {**plain, "dp": {"epsilon": 0.1, "mechanism": "geometric"}}
+    other = {**plain, "dp": {"epsilon": 0.5, "mechanism": "geometric"}}
+    assert check(auditor, data("crowd", 1, {"people": noised}), "crowd") == []
+    assert check(auditor, data("crowd", 2, {"people": plain}), "crowd") == ["dp_mismatch"]
+    assert check(auditor, data("crowd", 3, {"people": other}), "crowd") == ["dp_mismatch"]
+
+
+def test_noise_the_manifest_does_not_declare(auditor):
+    noised = {**people(12), "dp": {"epsilon": 0.1, "mechanism": "geometric"}}
+    assert check(auditor, data("crowd", values={"people": noised}), "crowd") == ["dp_mismatch"]
