@@ -462,6 +462,8 @@ def _cross_checks(privacy: PrivacyConfig,
                     "of one would cut the other")
             seen_gpio.setdefault(power.gpio, index)
         _particulate_checks(index, sensor, cls, by_id, add)
+        for path, message in cls.config_problems(sensor):
+            add(("sensors", index, *path), message)
         for quantity in sorted({s.quantity for s in cls.streams(sensor)}):
             minimum = privacy.policy_for(QuantityClass(quantity)).min_window
             if sensor.window + 1e-9 < minimum:

@@ -14,12 +14,16 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgeagent.clock import Clock
 from edgeagent.units import Duration, DurationOrZero
+
+if TYPE_CHECKING:  # both import this module: only for the annotations of the scan hooks
+    from edgeagent.i2c import I2cDevice
+    from edgeagent.scan import UartProbe
 
 ENTRY_POINT_GROUP = "edgeagent.drivers"
 
@@ -203,6 +207,14 @@ class Driver(abc.ABC):
         return None
 
     @classmethod
+    def config_problems(cls, config: SensorConfig) -> list[tuple[tuple[str, ...], str]]:
+        """What in this entry cannot work on this machine: (path in the entry, message) pairs.
+
+        For problems a field validator cannot see, e.g. a missing optional runtime.
+        """
+        return []
+
+    @classmethod
     def sample_interval(cls, config: SensorConfig) -> float:
         """Nominal seconds between samples, for coverage (default: the configured interval)."""
         return config.interval
@@ -242,6 +254,61 @@ class Driver(abc.ABC):
     def health(self) -> dict[str, float | int]:
         """Driver figures for the health message (e.g. frame rate, inference latency)."""
         return {}
+
+    # -- ``edgeagent scan`` hooks ---------------------------------------------------------------
+    # A driver that can be found by ``edgeagent scan`` sets ``scan_baud`` (UART) or
+    # ``scan_addresses`` (I2C) and overrides the hooks below. The default is "not scannable".
+    # Every hook answers a dict when it recognised its sensor, None otherwise:
+    #   "model"  (str, required) what was found, e.g. "Plantower PMS5003" or "Bosch BMP280";
+    #   "frames" (int) valid frames seen (streams only; the scan wants at least two);
+    #   "detail" (str) how it was recognised, e.g. "product name SEN55";
+    #   "note"   (str) a caveat in plain words, e.g. "asleep: power-cycle it";
+    #   "config" (dict) fields to add to ``sample_config`` in the snippet (port, bus and
+    #            address are filled in by the scan); None = this driver cannot use the find.
+    # Hooks send only documented read / identification commands, never a setting, and do not
+    # log or return raw bytes or serial numbers.
+
+    #: UART speed at which :meth:`recognise_stream` and :meth:`query_uart` apply (None: the
+    #: driver is not looked for on serial ports).
+    scan_baud: ClassVar[int | None] = None
+    #: I2C addresses :meth:`identify_i2c` is tried at (empty: not looked for on I2C buses).
+    scan_addresses: ClassVar[tuple[int, ...]] = ()
+    #: Order among the drivers tried at one I2C address, lowest first; the first that
+    #: recognises its chip ends the probing of that address. Drivers whose ID read is the
+    #: gentlest for the other chips at the address go first (e.g. a 1-byte register pointer,
+    #: which 16-bit-command chips ignore, before a 16-bit command).
+    scan_order: ClassVar[int] = 50
+
+    @classmethod
+    def recognise_stream(cls, data: bytes) -> dict[str, Any] | None:
+        """Look for this sensor's frames in bytes read passively at :attr:`scan_baud`.
+
+        For sensors that stream on their own. ``data`` is everything one listening window
+        received, starting anywhere; nothing was sent to the port. Return the finding (with
+        ``frames``) if at least one valid frame is in it, else None. Default: None.
+        """
+        return None
+
+    @classmethod
+    async def query_uart(cls, probe: UartProbe) -> dict[str, Any] | None:
+        """Ask a silent port at :attr:`scan_baud` for this sensor's identity; default None.
+
+        Only for sensors with a documented read-only identification or query command (e.g.
+        the SPS30's SHDLC "device information"). Called only when no sensor streams on the
+        port. ``probe.exchange(command, seconds, done)`` writes ``command`` and returns what
+        arrives until ``done(received)`` is true or ``seconds`` pass.
+        """
+        return None
+
+    @classmethod
+    async def identify_i2c(cls, device: I2cDevice, clock: Clock) -> dict[str, Any] | None:
+        """Identify the chip at ``device`` (one of :attr:`scan_addresses`); default None.
+
+        Use documented read / ID commands only and wait their execution time on ``clock``.
+        Return None if the chip is not this driver's; a NACK (DriverError) or garbled answer
+        (FrameError) may simply propagate: the scan reads both as "not this driver's chip".
+        """
+        return None
 
     def describe(self) -> dict[str, Any]:
         """Resolved settings for the startup log and the manifest."""
