@@ -14,6 +14,8 @@ import logging
 import random
 import ssl
 import threading
+import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -62,6 +64,8 @@ class MqttPublisher:
         self._encode = encode or (lambda suffix, payload: [(topics.topic(suffix), payload)])
         self._direct: dict[int, asyncio.Future[bool]] = {}
         self._acked: list[int] = []
+        self._sent_at: dict[int, float] = {}  # mid -> perf_counter at publish
+        self._latencies: deque[float] = deque(maxlen=100)  # seconds, publish -> PUBACK
         self._cursor = 0
         outbox.on_put(self._wake.set)
 
@@ -182,7 +186,17 @@ class MqttPublisher:
                 future.set_result(False)
         self._direct.clear()
 
+    @property
+    def ack_latency_ms(self) -> float | None:
+        """Mean time from publish to the broker's PUBACK over the last 100 messages."""
+        if not self._latencies:
+            return None
+        return round(1000.0 * sum(self._latencies) / len(self._latencies), 1)
+
     def _on_ack(self, mid: int, failed: bool, reason: str) -> None:
+        sent = self._sent_at.pop(mid, None)
+        if sent is not None and not failed:
+            self._latencies.append(time.perf_counter() - sent)
         future = self._direct.pop(mid, None)
         if future is not None and not future.done():
             future.set_result(not failed)
@@ -229,7 +243,11 @@ class MqttPublisher:
                         continue
                     self._parts_left[row.id] = len(messages)
                     for topic, payload in messages:
+                        published = time.perf_counter()
                         info = client.publish(topic, payload, qos=1)
+                        if len(self._sent_at) > 4 * MAX_INFLIGHT:  # acks lost with a session
+                            self._sent_at.clear()
+                        self._sent_at[info.mid] = published
                         self._rows_inflight[info.mid] = row.id
                     sent += 1
             if not sent and not acked:

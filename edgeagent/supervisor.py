@@ -48,6 +48,7 @@ from edgeagent.windows import ClosedWindow, SensorWindows
 log = logging.getLogger("edgeagent")
 
 LOW_STORAGE_BYTES = 50 * 1024 * 1024
+LOOP_LAG_PROBE_S = 0.5  # real seconds between event-loop lag probes
 STOP_BUDGET_S = 4.0  # SIGTERM -> exit well within 5 s
 _WARN_AFTER_FRAME_ERRORS = 3
 
@@ -363,6 +364,8 @@ class Agent:
         self.sensors: list[RunningSensor] = []
         self._started_mono = self.clock.monotonic()
         self._heartbeat = 0
+        self.loop_lag_s: float | None = None  # latest event-loop lag (real time), for /metrics
+        self._loop_lag_max = 0.0  # largest lag since the last health message
         #: The last released body per sensor (what the commissioning page shows).
         self.last_windows: dict[str, dict[str, Any]] = {}
         self._store_lock = asyncio.Lock()
@@ -479,7 +482,10 @@ class Agent:
                            "coarsened": 0, "oldest_age_s": None if stats.oldest_age_s is None
                            else round(stats.oldest_age_s, 1)},
                 "mqtt": {"connected": self.publisher.connected,
-                         "reconnects": self.publisher.reconnects},
+                         "reconnects": self.publisher.reconnects,
+                         "ack_latency_ms": self.publisher.ack_latency_ms},
+                "loop_lag_ms": (None if self.loop_lag_s is None
+                                else round(1000.0 * self._loop_lag_max, 1)),
                 "sensors": {s.config.id: s.health() for s in self.sensors},
                 "storage": {"free_bytes": free, "low": free < LOW_STORAGE_BYTES
                             or stats.storage_error is not None}}
@@ -503,6 +509,17 @@ class Agent:
             await self.clock.sleep(self.config.health.interval)
             await self.publisher.publish_now(self.topics.health,
                                              json.dumps(await self.health()).encode())
+            self._loop_lag_max = 0.0
+
+    async def _measure_loop_lag(self) -> None:
+        """How late the event loop wakes a sleeper, in real time: a busy or stuck loop shows."""
+        loop = asyncio.get_running_loop()
+        while True:
+            started = loop.time()
+            await asyncio.sleep(LOOP_LAG_PROBE_S)
+            lag = max(0.0, loop.time() - started - LOOP_LAG_PROBE_S)
+            self.loop_lag_s = lag
+            self._loop_lag_max = max(self._loop_lag_max, lag)
 
     async def _watchdog(self, interval: float) -> None:
         """Feed systemd's watchdog only while the window ticker (the pipeline) advances."""
@@ -633,6 +650,7 @@ class Agent:
                    for s in self.sensors]
         workers.append(group.create_task(self._tick_windows(), name=f"edgeagent[{gw}].windows"))
         workers.append(group.create_task(self._report_health(), name=f"edgeagent[{gw}].health"))
+        workers.append(group.create_task(self._measure_loop_lag(), name=f"edgeagent[{gw}].lag"))
         interval = watchdog_interval()
         if interval:
             workers.append(group.create_task(self._watchdog(interval), name="edgeagent.watchdog"))

@@ -160,6 +160,11 @@ def render_metrics(report: dict[str, Any], *, loop_lag_s: float | None = None) -
     out.family("edgeagent_mqtt_reconnects_total", "counter",
                "Times the broker connection was re-established.",
                [({}, report["mqtt"]["reconnects"])])
+    latency = report["mqtt"].get("ack_latency_ms")
+    if latency is not None:
+        out.family("edgeagent_publish_ack_latency_seconds", "gauge",
+                   "Mean time from publish to the broker's PUBACK, last 100 messages.",
+                   [({}, latency / 1000.0)])
     out.family("edgeagent_storage_free_bytes", "gauge",
                "Free bytes on the file system holding the outbox.",
                [({}, report["storage"]["free_bytes"])])

@@ -91,8 +91,9 @@ def test_contract_messages_retained_flags_and_clean_shutdown(broker, recorder_fa
     recorder = recorder_factory(broker.port, ROOT)
     agent = agent_factory(simulated_config(broker.port, tmp_path / "state"))
     agent.start()
-    wait_for(lambda: len(recorder.of("data/air")) >= 3 and recorder.of("health"), 15,
-             "data and health")
+    wait_for(lambda: len(recorder.of("data/air")) >= 3 and any(
+        h["mqtt"]["ack_latency_ms"] is not None and h["loop_lag_ms"] is not None
+        for h in recorder.of("health")), 15, "data, and health with latency and loop lag")
     begun = time.monotonic()
     agent.signal(signal.SIGTERM)
     assert agent.wait(10) == 0
@@ -100,6 +101,10 @@ def test_contract_messages_retained_flags_and_clean_shutdown(broker, recorder_fa
     wait_for(lambda: "offline" in recorder.of("status"), 5, "offline status")
 
     assert recorder.invalid == []
+    measured = [h for h in recorder.of("health") if h["mqtt"]["ack_latency_ms"] is not None]
+    # a loopback broker acknowledges in milliseconds; an idle agent's loop is barely late
+    assert 0 < measured[-1]["mqtt"]["ack_latency_ms"] < 1000
+    assert 0 <= measured[-1]["loop_lag_ms"] < 1000
     retained = {topic: flag for topic, _, flag in recorder.messages}
     assert recorder.of("status")[0] == "online" and recorder.of("status")[-1] == "offline"
     manifest = recorder.of("manifest")[0]
