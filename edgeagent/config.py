@@ -111,6 +111,14 @@ class SensorThingsSettings(_Strict):
         return self
 
 
+class HomeAssistantSettings(_Strict):
+    """Home Assistant MQTT discovery of every released statistic (docs/home-assistant.md)."""
+
+    enabled: bool = False
+    discovery_prefix: str = Field("homeassistant", pattern=r"^[A-Za-z0-9_-][A-Za-z0-9_/-]*$",
+                                  description="Home Assistant's discovery prefix")
+
+
 class Mqtt(_Strict):
     """Broker connection."""
 
@@ -130,6 +138,15 @@ class Mqtt(_Strict):
         "fiware (NGSI-LD Smart Data Models) or sensorthings (OGC SensorThings Observations); "
         "status, events and health stay native")
     sensorthings: SensorThingsSettings = SensorThingsSettings()
+    home_assistant: HomeAssistantSettings = HomeAssistantSettings()
+
+    @model_validator(mode="after")
+    def _discovery_reads_native(self) -> Mqtt:
+        if self.home_assistant.enabled and self.format != "native":
+            raise ValueError(f"home_assistant discovery reads the native data messages, but "
+                             f"format is {self.format}: use format native, or switch "
+                             "home_assistant off")
+        return self
 
     @model_validator(mode="after")
     def _sensorthings_mapping(self) -> Mqtt:

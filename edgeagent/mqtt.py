@@ -37,12 +37,14 @@ class MqttPublisher:
 
     def __init__(self, settings: Any, topics: Topics, outbox: Outbox, *,
                  manifest: Callable[[], bytes], password: str | None = None,
+                 retained: Callable[[], list[tuple[str, bytes]]] | None = None,
                  rand: Callable[[], float] = random.random,
                  encode: Callable[[str, bytes], list[tuple[str, bytes]]] | None = None) -> None:
         self.settings = settings
         self.topics = topics
         self.outbox = outbox
         self._manifest = manifest
+        self._retained = retained or (lambda: [])  # more retained messages on every connect
         self._password = password
         self._rand = rand
         self.connected = False
@@ -150,6 +152,8 @@ class MqttPublisher:
         # Birth and manifest go out straight from this thread: before any queued row.
         client.publish(self.topics.status, "online", qos=1, retain=True)
         client.publish(self.topics.manifest, self._manifest(), qos=1, retain=True)
+        for topic, payload in self._retained():  # e.g. Home Assistant discovery
+            client.publish(topic, payload, qos=1, retain=True)
         self._to_loop(self._on_connected)
 
     def _cb_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,

@@ -49,6 +49,7 @@ log = logging.getLogger("edgeagent")
 
 LOW_STORAGE_BYTES = 50 * 1024 * 1024
 LOOP_LAG_PROBE_S = 0.5  # real seconds between event-loop lag probes
+HOME_ASSISTANT_STATE = "homeassistant-manifest.json"  # the manifest of the last discovery
 STOP_BUDGET_S = 4.0  # SIGTERM -> exit well within 5 s
 _WARN_AFTER_FRAME_ERRORS = 3
 
@@ -565,9 +566,12 @@ class Agent:
             self._build_sensors()
             settings = cfg.mqtt.model_copy(update={"client_id": cfg.mqtt.client_id
                                                    or cfg.gateway.id})
-            manifest = json.dumps(self.manifest()).encode()
+            document = self.manifest()
+            manifest = json.dumps(document).encode()
+            retained = self._discovery(document)
             self.publisher = MqttPublisher(settings, self.topics, self.outbox,
                                            manifest=lambda: manifest, password=self.password,
+                                           retained=lambda: retained,
                                            encode=self._data_encoder())
             await self.publisher.start()
             web = await self._start_web()
@@ -579,6 +583,33 @@ class Agent:
                     await web.stop()
         finally:
             await self.outbox.close()
+
+    def _discovery(self, manifest: dict[str, Any]) -> list[tuple[str, bytes]]:
+        """Home Assistant discovery (and removal of entities gone since the last start)."""
+        settings = self.config.mqtt.home_assistant
+        if not settings.enabled:
+            return []
+        from edgeagent.encoders import homeassistant
+
+        path = self.config.state_dir / HOME_ASSISTANT_STATE
+        previous = None
+        try:
+            previous = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError) as exc:
+            log.warning("Home Assistant: cannot read %s (%s); entities of removed sensors "
+                        "stay in Home Assistant until deleted there", path, exc)
+        prefix = settings.discovery_prefix
+        messages = (homeassistant.removal_messages(previous, manifest, discovery_prefix=prefix)
+                    + homeassistant.discovery_messages(manifest, discovery_prefix=prefix))
+        try:
+            temporary = path.with_suffix(".tmp")
+            temporary.write_text(json.dumps(manifest), encoding="utf-8")
+            temporary.replace(path)
+        except OSError as exc:
+            log.warning("Home Assistant: cannot keep the manifest in %s (%s)", path, exc)
+        return messages
 
     async def _start_web(self) -> Any:
         """The commissioning page, /healthz and /metrics, if configured (docs/web.md)."""

@@ -14,6 +14,7 @@ from conftest import simulated_config, wait_for
 from edgeagent.config import validate_config
 from edgeagent.supervisor import Agent
 from test_fiware import check_entity
+from test_homeassistant import ha_state
 from test_senml import native_from_senml, rfc_problems
 
 pytestmark = pytest.mark.broker
@@ -101,3 +102,57 @@ def test_sensorthings_observations_on_the_datastream_topics(broker, recorder_fac
     assert observation["parameters"]["statistic"] == "mean"
     assert recorder.of("data/air") == []  # data go only to the Datastreams
     assert recorder.of("events") and recorder.invalid == []
+
+
+class Retained:
+    """A plain subscriber that keeps the latest retained payload per topic below a prefix."""
+
+    def __init__(self, port: int, prefix: str) -> None:
+        self.latest: dict[str, bytes] = {}
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"ha-{port}-{id(self)}")
+        self.client.on_message = lambda c, u, m: self.latest.__setitem__(m.topic, m.payload)
+        self.client.connect("127.0.0.1", port)
+        self.client.subscribe(f"{prefix}/#", qos=1)
+        self.client.loop_start()
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def test_home_assistant_discovery_is_retained_and_removed_sensors_are_forgotten(
+        broker, recorder_factory, tmp_path):
+    recorder = recorder_factory(broker.port, ROOT)
+    config = simulated_config(broker.port, tmp_path / "state")
+    config["mqtt"]["home_assistant"] = {"enabled": True}
+    bench = Retained(broker.port, "homeassistant")
+    try:
+        run_agent(config, lambda: recorder.of("data/crowd") and recorder.of("manifest"))
+        manifest = recorder.of("manifest")[-1]
+        wanted = {f"homeassistant/sensor/test-gw/{s['id']}_{st['name']}_{stat}/config"
+                  for s in manifest["sensors"] for st in s["streams"] for stat in st["statistics"]}
+        wait_for(lambda: wanted <= set(bench.latest), 10, "discovery configs")
+        for topic in wanted:
+            entity = json.loads(bench.latest[topic])
+            sensor = topic.split("/")[3].split("_")[0]
+            assert entity["state_topic"] == f"{ROOT}/data/{sensor}"
+            assert entity["availability_topic"] == f"{ROOT}/status"
+        crowd = {t for t in wanted if "/crowd_" in t}
+        assert crowd
+        # what Home Assistant shows for the last window is what the gateway published
+        last = recorder.of("data/air")[-1]
+        pm25 = json.loads(bench.latest["homeassistant/sensor/test-gw/air_pm25_mean/config"])
+        assert ha_state(pm25["value_template"], json.dumps(last)) == \
+            last["values"]["pm25"]["mean"]
+
+        # the crowd sensor is taken out of the config: its entities are removed (empty retained)
+        config["sensors"] = [s for s in config["sensors"] if s["id"] != "crowd"]
+        run_agent(config, lambda: all(bench.latest.get(t) == b"" for t in crowd))
+    finally:
+        bench.close()
+    late = Retained(broker.port, "homeassistant")
+    try:
+        wait_for(lambda: wanted - crowd <= set(late.latest), 10, "retained configs")
+        assert not crowd & set(late.latest)  # the broker forgot them: Home Assistant does too
+    finally:
+        late.close()
