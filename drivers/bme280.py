@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
+from edgeagent.clock import Clock
 from edgeagent.driver import (
     Driver,
     DriverContext,
@@ -191,6 +192,21 @@ class Bme280(Driver):
     model: ClassVar[str] = "Bosch BME280"
     transport: ClassVar[str] = "i2c"
     sample_config: ClassVar[dict[str, Any]] = {"id": "climate", "driver": "bme280", "bus": 1}
+
+    scan_addresses: ClassVar[tuple[int, ...]] = (0x76, 0x77)
+
+    @classmethod
+    async def identify_i2c(cls, device: I2cDevice, clock: Clock) -> dict[str, Any] | None:
+        """Read the chip ID register 0xD0 (read only): 0x60 BME280, 0x56–0x58 BMP280."""
+        chip_id = (await device.write_read(bytes([REG_CHIP_ID]), 1))[0]
+        if chip_id == CHIP_ID_BME280:
+            return {"model": cls.model, "detail": f"chip ID 0x{chip_id:02X}"}
+        if chip_id in CHIP_IDS_BMP280:
+            return {"model": "Bosch BMP280", "detail": f"chip ID 0x{chip_id:02X}, not a BME280",
+                    "config": None,
+                    "note": "a BMP280 has no humidity sensor, so the bme280 driver refuses it: "
+                            "fit a BME280 (chip ID 0x60) for relative humidity"}
+        return None
 
     def __init__(self, config: Bme280Config, context: DriverContext) -> None:
         super().__init__(config, context)

@@ -210,6 +210,14 @@ class Ld2410(Driver):
     sample_config: ClassVar[dict[str, Any]] = {
         "id": "hall-presence", "driver": "ld2410", "port": "/dev/ttyAMA0"}
 
+    scan_baud: ClassVar[int | None] = DEFAULT_BAUD
+
+    @classmethod
+    def recognise_stream(cls, data: bytes) -> dict[str, Any] | None:
+        """Count valid report frames in passively read bytes (the radar streams on its own)."""
+        frames = sum(isinstance(item, Ld2410Report) for item in ld2410_parser().feed(data, 0.0))
+        return {"model": cls.model, "frames": frames} if frames else None
+
     def __init__(self, config: Ld2410Config, context: DriverContext) -> None:
         super().__init__(config, context)
         self.config: Ld2410Config = config

@@ -213,6 +213,14 @@ class Ld2450(Driver):
         "id": "entrance", "driver": "ld2450", "port": "/dev/ttyAMA0",
         "counting": {"line": {"start": [-1.5, 2.0], "end": [1.5, 2.0]}}}
 
+    scan_baud: ClassVar[int | None] = DEFAULT_BAUD
+
+    @classmethod
+    def recognise_stream(cls, data: bytes) -> dict[str, Any] | None:
+        """Count valid report frames in passively read bytes (the radar streams on its own)."""
+        frames = sum(isinstance(item, Ld2450Report) for item in ld2450_parser().feed(data, 0.0))
+        return {"model": cls.model, "frames": frames} if frames else None
+
     def __init__(self, config: Ld2450Config, context: DriverContext) -> None:
         super().__init__(config, context)
         self.config: Ld2450Config = config

@@ -24,6 +24,7 @@ from typing import Any, ClassVar, Literal, Self
 
 from pydantic import Field, model_validator
 
+from edgeagent.clock import Clock
 from edgeagent.driver import (
     Driver,
     DriverContext,
@@ -188,6 +189,16 @@ class PcbDecibel(Driver):
     model: ClassVar[str] = "PCB Artists I2C decibel sound level meter"
     transport: ClassVar[str] = "i2c"
     sample_config: ClassVar[dict[str, Any]] = {"id": "noise", "driver": "pcb_decibel", "bus": 1}
+
+    scan_addresses: ClassVar[tuple[int, ...]] = (ADDRESS,)
+
+    @classmethod
+    async def identify_i2c(cls, device: I2cDevice, clock: Clock) -> dict[str, Any] | None:
+        """Read the VERSION register 0x00 (read only); only the known versions count."""
+        version = (await device.write_read(bytes([REG_VERSION]), 1))[0]
+        if version not in VERSIONS:
+            return None
+        return {"model": cls.model, "detail": f"VERSION 0x{version:02X}, {VERSIONS[version]}"}
 
     def __init__(self, config: PcbDecibelConfig, context: DriverContext) -> None:
         super().__init__(config, context)

@@ -304,6 +304,31 @@ class Pms5003(Driver):
     sample_config: ClassVar[dict[str, Any]] = {
         "id": "pm-north", "driver": "pms5003", "port": "/dev/serial0"}
 
+    scan_baud: ClassVar[int | None] = 9600
+
+    @classmethod
+    def recognise_stream(cls, data: bytes) -> dict[str, Any] | None:
+        """Count valid data frames (any family length) in passively read bytes; send nothing.
+
+        A PMS5003 streams after power-up (active mode). Frames of length 20 are a PMS3003,
+        length 36 a PMS5003ST; the length-28 models cannot be told apart on the wire.
+        """
+        frames = [item for item in Pms5003Parser().feed(data, 0.0)
+                  if isinstance(item, Pms5003Frame)]
+        if not frames:
+            return None
+        if all(frame.n0_3 is None for frame in frames):
+            model, config = "Plantower PMS3003", {"model": "pms3003"}
+        elif all(frame.temperature is not None for frame in frames):
+            model, config = "Plantower PMS5003ST", {"model": "pms5003st"}
+        else:
+            model, config = "Plantower PMS5003", {}
+        result: dict[str, Any] = {"model": model, "frames": len(frames), "config": config}
+        if not config:
+            result["note"] = ("PMS7003, PMSA003 and PMS5003T/S send the same frame: set model: "
+                              "if yours is one of them")
+        return result
+
     @classmethod
     def sleeps_when_closed(cls, config: Pms5003Config) -> bool:  # type: ignore[override]
         """All models but the PMS3003 (standby only through its SET pin) sleep on command."""

@@ -214,6 +214,14 @@ def frame_values(frame: Sds011Frame) -> dict[str, float] | None:
     return {"pm25": frame.pm25, "pm10": frame.pm10}
 
 
+def _sleep_state(received: bytes) -> int | None:
+    """The state in a reply to the sleep/work command (0 sleep, 1 work), None if none came."""
+    for item in Sds011Parser().feed(received, 0.0):
+        if isinstance(item, Sds011Reply) and item.command == CMD_SLEEP_WORK:
+            return item.data[1]
+    return None
+
+
 class Sds011(Driver):
     """Nova Fitness SDS011 driver, polled (query mode) or streaming (active mode)."""
 
@@ -222,6 +230,43 @@ class Sds011(Driver):
     transport: ClassVar[str] = "uart"
     sample_config: ClassVar[dict[str, Any]] = {
         "id": "pm-south", "driver": "sds011", "port": "/dev/ttyUSB0"}
+
+    scan_baud: ClassVar[int | None] = 9600
+
+    @classmethod
+    def recognise_stream(cls, data: bytes) -> dict[str, Any] | None:
+        """Count valid ``AA C0`` data frames in passively read bytes (active mode streams)."""
+        frames = [item for item in Sds011Parser().feed(data, 0.0)
+                  if isinstance(item, Sds011Frame)]
+        if not frames:
+            return None
+        result: dict[str, Any] = {"model": cls.model, "frames": len(frames)}
+        if all(frame.pm25 == 0 and frame.pm10 == 0 for frame in frames):
+            result["note"] = "all values 0: the fan is still spinning up"
+        return result
+
+    @classmethod
+    async def query_uart(cls, probe: Any) -> dict[str, Any] | None:
+        """Ask a silent sensor its sleep/work state: query ``06 00 00``, broadcast (no setting).
+
+        A sleeping SDS011 (edgeagent's close puts it to sleep) or one in query mode does not
+        stream, but answers this query with an ``AA C5 06 …`` reply.
+        """
+        def replied(received: bytes) -> bool:
+            return _sleep_state(received) is not None
+
+        received = await probe.exchange(sds_command(CMD_SLEEP_WORK, bytes([OP_QUERY])),
+                                        done=replied)
+        state = _sleep_state(received)
+        if state is None:
+            return None
+        if state == STATE_SLEEP:
+            note = ("asleep (edgeagent puts it to sleep when it stops); the driver wakes it "
+                    "at start")
+        else:
+            note = "awake but not streaming (query mode or a working period); the driver " \
+                   "sets its mode at start"
+        return {"model": cls.model, "detail": "answered the sleep-state query", "note": note}
 
     def __init__(self, config: Sds011Config, context: DriverContext) -> None:
         super().__init__(config, context)

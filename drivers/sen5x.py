@@ -20,6 +20,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
+from edgeagent.clock import Clock
 from edgeagent.driver import (
     DriverContext,
     DriverError,
@@ -193,6 +194,21 @@ class Sen5x(SensirionI2cDriver):
     family: ClassVar[str] = "SEN5x"
     stop_command: ClassVar[bytes | None] = CMD_STOP
     sample_config: ClassVar[dict[str, Any]] = {"id": "air", "driver": "sen5x", "bus": 1}
+
+    scan_addresses: ClassVar[tuple[int, ...]] = (ADDRESS,)
+    scan_order: ClassVar[int] = 55  # after the AMG8833 (1-byte pointer), before the SPS30
+
+    @classmethod
+    async def identify_i2c(cls, device: I2cDevice, clock: Clock) -> dict[str, Any] | None:
+        """Read the product name (``D0 14``, read only): "SEN50", "SEN54" or "SEN55"."""
+        await device.write(CMD_PRODUCT_NAME)
+        await clock.sleep(INFO_SECONDS)
+        name = decode_text(await device.read(TEXT_LENGTH))
+        variant = variant_of(name)
+        if variant is None:
+            return None
+        return {"model": f"Sensirion {variant}", "detail": f"product name {name}",
+                "config": {"variant": variant}}
 
     def __init__(self, config: Sen5xConfig, context: DriverContext) -> None:
         super().__init__(config, context)

@@ -16,6 +16,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field
 
+from edgeagent.clock import Clock
 from edgeagent.driver import (
     DriverContext,
     FrameError,
@@ -85,6 +86,16 @@ class Sht3x(SensirionRht):
     identity: ClassVar[str] = "status register"
     transport: ClassVar[str] = "i2c"
     sample_config: ClassVar[dict[str, Any]] = {"id": "climate", "driver": "sht3x", "bus": 1}
+
+    scan_addresses: ClassVar[tuple[int, ...]] = ADDRESSES
+    scan_order: ClassVar[int] = 45  # after the SHT4x, which NACKs this 2-byte command
+
+    @classmethod
+    async def identify_i2c(cls, device: I2cDevice, clock: Clock) -> dict[str, Any] | None:
+        """Read the status register (``F3 2D``, read only): one word with a valid CRC."""
+        await device.write(CMD_READ_STATUS)
+        check_words(await device.read(STATUS_LENGTH))  # FrameError if it is not an SHT3x
+        return {"model": cls.model, "detail": "status register read"}
 
     def __init__(self, config: Sht3xConfig, context: DriverContext) -> None:
         super().__init__(config, context)

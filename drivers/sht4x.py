@@ -15,6 +15,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BeforeValidator, Field
 
+from edgeagent.clock import Clock
 from edgeagent.driver import (
     DriverContext,
     FrameError,
@@ -90,6 +91,17 @@ class Sht4x(SensirionRht):
     identity: ClassVar[str] = "serial number"
     transport: ClassVar[str] = "i2c"
     sample_config: ClassVar[dict[str, Any]] = {"id": "climate", "driver": "sht4x", "bus": 1}
+
+    scan_addresses: ClassVar[tuple[int, ...]] = ADDRESSES
+    scan_order: ClassVar[int] = 40  # a 1-byte command: an SHT3x at the address ignores it
+
+    @classmethod
+    async def identify_i2c(cls, device: I2cDevice, clock: Clock) -> dict[str, Any] | None:
+        """Read the serial number (``89``, read only): two words, each with a valid CRC."""
+        await device.write(bytes([CMD_READ_SERIAL]))
+        await clock.sleep(READ_SERIAL_SECONDS)
+        check_words(await device.read(ANSWER_LENGTH))  # FrameError if it is not an SHT4x
+        return {"model": cls.model, "detail": "serial number read"}
 
     def __init__(self, config: Sht4xConfig, context: DriverContext) -> None:
         super().__init__(config, context)

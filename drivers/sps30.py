@@ -69,6 +69,7 @@ STATUS_KEEP = b"\x00"  # 0xD2: read the device status register, keep its bits
 STATUS_CLEAR = b"\x01"  # 0xD2: read it, then clear all its bits
 INFO_PRODUCT_TYPE = 0x00
 INFO_SERIAL = 0x03
+PRODUCT_TYPE = "00080000"  # the answer to device information / product type (both buses)
 WAKE_PULSE = b"\xff"  # a falling edge on RX switches the sleeping interface on
 FLOAT_DATA_LENGTH = 40  # ten float32 values
 INTEGER_DATA_LENGTH = 20  # ten uint16 values
@@ -398,6 +399,14 @@ def cleaning_mismatch(where: str, wanted: int, got: int) -> DriverError:
                        f"{got} s ({format_duration(got)})")
 
 
+def _product_type_reply(received: bytes) -> ShdlcReply | None:
+    """The first reply to "device information" in ``received``, None if none came."""
+    for item in ShdlcParser().feed(received, 0.0):
+        if isinstance(item, ShdlcReply) and item.command == CMD_DEVICE_INFO:
+            return item
+    return None
+
+
 class Sps30Options(ParticulateConfig):
     """Options both SPS30 drivers share (UART and I2C)."""
 
@@ -442,6 +451,31 @@ class Sps30(Driver):
     transport: ClassVar[str] = "uart"
     sample_config: ClassVar[dict[str, Any]] = {
         "id": "pm-south", "driver": "sps30", "port": "/dev/serial0"}
+
+    scan_baud: ClassVar[int | None] = 115200
+
+    @classmethod
+    async def query_uart(cls, probe: Any) -> dict[str, Any] | None:
+        """Ask for the product type: SHDLC "device information" ``D0`` with ``00`` (read only).
+
+        The SPS30 does not stream; it answers in Idle and while measuring, not in Sleep.
+        """
+        def replied(received: bytes) -> bool:
+            return _product_type_reply(received) is not None
+
+        received = await probe.exchange(mosi_frame(CMD_DEVICE_INFO, bytes([INFO_PRODUCT_TYPE])),
+                                        done=replied)
+        reply = _product_type_reply(received)
+        if reply is None or reply.error:
+            return None
+        product = reply.data.split(b"\0", 1)[0].decode("ascii", "replace")
+        if not product.startswith(PRODUCT_TYPE):
+            return None
+        result: dict[str, Any] = {"model": cls.model, "detail": f"product type {product}"}
+        if reply.device_error:
+            result["note"] = ("it reports a fan or laser error (SHDLC state bit 7): "
+                              "edgeagent listen shows which")
+        return result
 
     def __init__(self, config: Sps30Config, context: DriverContext) -> None:
         super().__init__(config, context)

@@ -19,6 +19,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field
 
+from edgeagent.clock import Clock
 from edgeagent.driver import (
     DriverContext,
     DriverError,
@@ -39,6 +40,7 @@ from edgeagent.drivers.sps30 import (
     MIN_FIRMWARE_READBACK,
     MIN_FIRMWARE_STATUS,
     NEW_DATA_PERIOD,
+    PRODUCT_TYPE,
     Sps30Options,
     StatusMonitor,
     cleaning_mismatch,
@@ -83,6 +85,8 @@ VALUES_LENGTH = VALUES_LENGTHS["float"]
 VERSION_LENGTH = 3  # major, minor + CRC
 U32_LENGTH = 6  # two words + CRC: auto-cleaning interval, device status register
 SERIAL_LENGTH = 48  # up to 32 ASCII characters, NUL-terminated, in words with CRC
+PRODUCT_TYPE_LENGTH = 12  # "00080000": 4 words with CRC
+PRODUCT_TYPE_SECONDS = 0.005  # no execution time given; the info reads take < 5 ms
 
 
 def words_to_bytes(words: list[int]) -> bytes:
@@ -139,6 +143,22 @@ class Sps30I2c(SensirionI2cDriver):
     family: ClassVar[str] = "SPS30"
     stop_command: ClassVar[bytes | None] = CMD_STOP
     sample_config: ClassVar[dict[str, Any]] = {"id": "pm-i2c", "driver": "sps30_i2c", "bus": 1}
+
+    scan_addresses: ClassVar[tuple[int, ...]] = (ADDRESS,)
+    scan_order: ClassVar[int] = 60  # after the AMG8833 and SEN5x, which share 0x69
+
+    @classmethod
+    async def identify_i2c(cls, device: I2cDevice, clock: Clock) -> dict[str, Any] | None:
+        """Read the product type (``D0 02``, read only): ASCII "00080000" in words with CRC."""
+        await device.write(CMD_PRODUCT_TYPE)
+        await clock.sleep(PRODUCT_TYPE_SECONDS)
+        raw = words_to_bytes(check_words(await device.read(PRODUCT_TYPE_LENGTH)))
+        product = raw.split(b"\0", 1)[0].decode("ascii", "replace")
+        if not product.startswith(PRODUCT_TYPE):
+            return None
+        return {"model": cls.model, "detail": f"product type {product}",
+                "note": "the SPS30 is more reliable on its UART (SEL floating) on a Pi; on I2C "
+                        "give it its own bus at 100 kHz or less"}
 
     def __init__(self, config: Sps30I2cConfig, context: DriverContext) -> None:
         super().__init__(config, context)

@@ -167,9 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "manifest":
             cmd.add_argument("--text", action="store_true",
                              help="plain text for people instead of JSON")
-    from edgeagent import audit, doctor, exports, listen
+    from edgeagent import audit, doctor, exports, listen, scan
 
     doctor.add_parser(sub)
+    scan.add_parser(sub)
     listen.add_parser(sub)
     audit.add_parser(sub)
     exports.add_parser(sub)
