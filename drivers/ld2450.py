@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from edgeagent.counting import (
     CountingConfig,
     PositionCounter,
+    TrackerConfig,
     counting_readings,
     counting_streams,
 )
@@ -59,6 +60,7 @@ REPORT_TAIL = bytes.fromhex("55 CC")
 REPORT_SIZE = 30
 TARGETS = 3  # the radar tracks at most three targets
 LIMIT = "the LD2450 tracks at most 3 people at once: never more than 3"
+RADAR_TRACKER = TrackerConfig(max_step=0.5, max_missing=3, min_hits=1)
 TARGET_SIZE = 8
 FRAME_RATE = 10.0  # reports per second (datasheet)
 SINGLE_TARGET = 0x0080
@@ -227,7 +229,7 @@ class Ld2450(Driver):
         self.firmware: str | None = None
         self.stored_zone_filter: str | None = None
         self._channel: CommandChannel | None = None
-        self._counter = PositionCounter(config.counting)
+        self._counter = PositionCounter(radar_counting(config.counting))
         self._frames = 0
         self._bad_frames = 0
         self._dropped = 0
@@ -346,6 +348,18 @@ class Ld2450(Driver):
         if self._channel is None:
             raise DriverError(f"LD2450 on {self.config.port} is not open")
         return self._channel
+
+
+def radar_counting(counting: CountingConfig) -> CountingConfig:
+    """The counting config with the radar's tracker defaults unless the user set a tracker.
+
+    The LD2450 reports targets it already tracks itself, so one report is enough to count a
+    person as present (``min_hits`` 1); positions are in metres (a walker moves ~0.2 m per
+    report at 10 Hz).
+    """
+    if "tracker" in counting.model_fields_set:
+        return counting
+    return counting.model_copy(update={"tracker": RADAR_TRACKER})
 
 
 def positions_of(report: Ld2450Report, invert_x: bool) -> list[tuple[float, float]]:

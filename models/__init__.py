@@ -1,1 +1,2 @@
-"""On-device models (.tflite) and their model cards; none ship yet."""
+"""On-device models: thermal people-counting TFLite models, their generator, training and
+evaluation scripts, and the model card (models/MODEL_CARD.md)."""

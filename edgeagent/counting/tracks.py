@@ -164,13 +164,15 @@ class PositionCounter:
             if i in matched_t:
                 survivors.append(track)
             elif track.missing < cfg.max_missing:
-                track.missing += 1
+                track.missing += 1  # not seen: coast on the prediction, so the person is
+                track.position = predicted[i]  # found where they walked meanwhile
                 survivors.append(track)
         for j, p in enumerate(positions):
             if j not in matched_d:
                 survivors.append(_Track(p, side=self._side(p)))
         self._tracks = survivors
-        seen = [t.position for t in self._tracks if t.missing == 0]
+        # people present: tracks seen in this frame and confirmed (one-frame noise is not)
+        seen = [t.position for t in self._tracks if t.missing == 0 and t.hits >= cfg.min_hits]
         zones = {z.name: sum(z.contains(p) for p in seen) for z in self.config.zones}
         return StepCounts(crossed_in, crossed_out, len(seen), zones)
 

@@ -41,6 +41,7 @@ from edgeagent.drivers.ld2450 import (
     encode_zones,
     ld2450_parser,
     positions_of,
+    radar_counting,
 )
 from edgeagent.drivers.sim.ld2450 import Ld2450Simulator, PtyLd2450, walkers
 from golden import case_names, load_case, matches, parsed_both_ways
@@ -153,7 +154,7 @@ def test_streams_with_line_and_zones():
 
 def test_readings_of_one_frame():
     cfg = config(counting={**LINE, "zones": [{"name": "door", "rect": [-1, 0, 1, 2]}]})
-    counter = PositionCounter(cfg.counting)
+    counter = PositionCounter(radar_counting(cfg.counting))
     readings = counting_readings(cfg.counting, counter.step([(0.0, 1.0), (2.0, 3.0)]), 5.0)
     assert {r.stream: r.value for r in readings} == {
         "peopleIn": 0, "peopleOut": 0, "occupancy": 2, "occupancy_door": 1}
@@ -469,7 +470,7 @@ CASES = case_names("ld2450")
 def outcome(items: list, config: Ld2450Config) -> list[dict]:
     """What the driver makes of the parser's output: errors, targets (for the test only) and
     the readings of each report; ACKs are noted."""
-    counter, out = PositionCounter(config.counting), []
+    counter, out = PositionCounter(radar_counting(config.counting)), []
     for item in items:
         if isinstance(item, FrameError):
             out.append({"error": str(item)})
