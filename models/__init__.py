@@ -1,2 +1,4 @@
-"""On-device models: thermal people-counting TFLite models, their generator, training and
-evaluation scripts, and the model card (models/MODEL_CARD.md)."""
+"""On-device models: thermal people counting (TFLite), generator, training and evaluation.
+
+See models/MODEL_CARD.md.
+"""
