@@ -46,10 +46,10 @@ STATISTICS = ("mean", "min", "max", "stddev", "l10", "l50", "l90", "sum")
 #: Keys of the native message this encoder knows (tests compare them with the schema).
 TOP_LEVEL_KEYS = frozenset({"seq", "store", "gateway", "sensor", "driver", "model", "simulated",
                             "window", "coverage", "errors", "values", "corrections",
-                            "calibration"})
+                            "calibration", "coarsened"})
 WINDOW_KEYS = frozenset({"start", "end", "seconds", "clock", "partial"})
 STREAM_KEYS = frozenset({"unit", "quantity", "n", "suppressed", "suppressed_reason", "k",
-                         "flags", "dp", *STATISTICS})
+                         "flags", "dp", "approximate", *STATISTICS})
 CORRECTION_KEYS = frozenset({"stream", "method", "description", "reference", "parameters",
                              "rh_max", "humidity", "unit", "n", "mean", "min", "max", "stddev"})
 CALIBRATION_KEYS = frozenset({"state", "date", "offset_db", "reference_db"})
@@ -164,6 +164,11 @@ class SenmlEncoder:
         add("simulated", vb=body["simulated"])
         if "calibration" in body:
             self._calibration(add, body["calibration"])
+        if "coarsened" in body:  # a merge of older windows (the outbox was full)
+            merged = body["coarsened"]
+            add("coarsened:from", v=merged["from"], u="count")
+            add("coarsened:seq_first", v=merged["seq_first"])
+            add("coarsened:seq_last", v=merged["seq_last"])
         for name in sorted(body["values"]):
             self._stream(add, name, body["values"][name])
         seen: set[tuple[str, str]] = set()
@@ -208,6 +213,8 @@ class SenmlEncoder:
             add(f"{name}:dp:mechanism", vs=stream["dp"]["mechanism"])
         for flag in stream.get("flags", ()):
             add(f"{name}:flag:{flag}", vb=True)
+        for stat in stream.get("approximate", ()):  # merged percentiles: not exact
+            add(f"{name}:{stat}:approximate", vb=True)
 
     def _statistics(self, add: _Adder, prefix: str, entry: dict[str, Any],
                     reason: str | None) -> None:
