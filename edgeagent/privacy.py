@@ -284,6 +284,8 @@ class PrivacyGate:
                                       f"{spec.quantity.value}")
             stats = window.stats[name]
             allowed, k = self.allowed(spec)
+            if not allowed:
+                k = None  # nothing may leave: there is nothing to suppress either
             entry: dict[str, Any] = {"unit": spec.unit, "quantity": spec.quantity.value,
                                      "n": stats.n}
             result = stats.result()

@@ -404,20 +404,8 @@ class Agent:
     async def _store_locked(self, item: Released) -> None:
         assert self.outbox is not None
         await self.outbox.put(item)
-        for _ in range(3):  # an announcement can itself push out rows: announce those too
-            drops = await self.outbox.unannounced_drops()
-            for drop in drops:
-                sensor = drop.stream.removeprefix("data/") if drop.stream.startswith(
-                    "data/") else None
-                await self.outbox.put(self._event(
-                    "outbox_dropped", f"outbox full ({self.config.outbox.max_bytes} bytes): "
-                    f"dropped {drop.count} oldest message(s) of {drop.stream}, seq "
-                    f"{drop.first_seq} to {drop.last_seq}", sensor=sensor,
-                    details={"stream": drop.stream, "first_seq": drop.first_seq,
-                             "last_seq": drop.last_seq, "count": drop.count}),
-                    announces=(drop,))
-            if not drops:
-                break
+        # drops and merges the put made are announced as events (which can push out more)
+        await self.outbox.announce_pending(self._event)
 
     def manifest(self) -> dict[str, Any]:
         """The transparency manifest: what is measured and what leaves the device."""
@@ -480,7 +468,8 @@ class Agent:
                 "clock": self.clock.quality().value,
                 "outbox": {"depth": stats.depth, "bytes": stats.bytes,
                            "max_bytes": stats.max_bytes, "dropped": stats.dropped,
-                           "coarsened": 0, "oldest_age_s": None if stats.oldest_age_s is None
+                           "coarsened": stats.coarsened,
+                           "oldest_age_s": None if stats.oldest_age_s is None
                            else round(stats.oldest_age_s, 1)},
                 "mqtt": {"connected": self.publisher.connected,
                          "reconnects": self.publisher.reconnects,
@@ -621,7 +610,8 @@ class Agent:
 
             token = web.token_file.read_text(encoding="utf-8").strip() if web.token_file else None
             server = WebServer(self, host=web.host, port=web.port, token=token,
-                               require_broker=web.require_broker)
+                               require_broker=web.require_broker, page_url=web.page_url,
+                               register_url=web.register_url)
             await server.start()
         except (ImportError, OSError, ValueError) as exc:  # the agent measures on without it
             why = ("aiohttp is not installed (pip install 'edgeagent[web]')"
