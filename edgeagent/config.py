@@ -185,6 +185,12 @@ class WebSettings(_Strict):
     token_file: Path | None = Field(None, description="File holding the bearer token")
     require_broker: bool = Field(False, description="/healthz answers 503 while the broker is "
                                  "unreachable")
+    page_url: str | None = Field(None, pattern=r"^https?://\S+$", description="Public address "
+                                 "of the citizen information page: the QR code on the sign "
+                                 "points here")
+    register_url: str | None = Field(None, pattern=r"^https?://\S+$", description="This "
+                                     "sensor's entry in the sensor register, linked from the "
+                                     "citizen page")
 
     @model_validator(mode="after")
     def _token_off_loopback(self) -> WebSettings:

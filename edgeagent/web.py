@@ -1,11 +1,15 @@
-"""Local web endpoints: ``/healthz``, ``/metrics`` (Prometheus) and a commissioning page.
+"""Local web endpoints: ``/healthz``, ``/metrics``, commissioning page, citizen pages.
 
 The server runs inside the agent's event loop (aiohttp) and only reads the agent's state: it
 shows the same figures as the ``health`` message and, when the agent keeps them, the last
 *released* (privacy-gated) window of each sensor — never raw samples, frames, images or audio.
+``/info`` (Dutch) and ``/info/en`` are the citizen information pages that ``register-export``
+writes as static files, built by the same function from the agent's live manifest, and
+``/info/qr.png`` (with segno installed) the sign's QR code.
 
 It binds to 127.0.0.1 by default. Any other address requires a token; with a token every route
-needs ``Authorization: Bearer <token>`` or ``?token=<token>`` (compared in constant time).
+except the public citizen pages (``/info``, ``/info/en``, ``/info/qr.png``) needs
+``Authorization: Bearer <token>`` or ``?token=<token>`` (compared in constant time).
 
 HTTP status of ``/healthz``: 200 when every sensor is ``ok``, ``sleeping`` or ``starting`` and
 storage is not low (and, with ``require_broker=True``, the broker is connected); 503 otherwise,
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import hmac
 import html
+import importlib.util
 import ipaddress
 import logging
 import math
@@ -24,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from edgeagent import exports
 from edgeagent.clock import ClockQuality
 from edgeagent.supervisor import RecoveryStep, SensorState
 
@@ -43,6 +49,8 @@ _SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",  # the token may be in the URL
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
 }
+#: Route names that are public information (no token even when one is set): the citizen pages.
+PUBLIC_ROUTES = frozenset({"info-nl", "info-en", "info-qr"})
 
 
 def is_loopback(host: str) -> bool:
@@ -262,6 +270,9 @@ def render_page(report: dict[str, Any], manifest_sensors: dict[str, dict[str, An
         window = (last_windows or {}).get(sid)
         if window:
             parts.append(_window_rows(window))
+    parts.append('<p class="small">Citizen information page (public, no token): '
+                 '<a href="info" hreflang="nl">Nederlands</a> · '
+                 '<a href="info/en" hreflang="en">English</a></p>')
     parts.append(f'<p class="small">Refreshes every {PAGE_REFRESH_S} s. Only aggregated '
                  "figures are shown here; raw samples never leave the agent.</p></body></html>")
     return "\n".join(parts)
@@ -275,15 +286,21 @@ class WebServer:
     """The agent's local HTTP endpoints; start after the agent's outbox and publisher exist."""
 
     def __init__(self, agent: Agent, host: str = "127.0.0.1", port: int = 8080,
-                 token: str | None = None, *, require_broker: bool = False) -> None:
+                 token: str | None = None, *, require_broker: bool = False,
+                 page_url: str | None = None, register_url: str | None = None) -> None:
         """Check the bind rule; nothing listens until :meth:`start`.
 
         Args:
             agent: The running agent whose state is served.
             host: Address to bind; anything but loopback requires ``token``.
             port: TCP port; 0 picks a free one (see :attr:`port` after start).
-            token: Shared secret required on every route; None disables auth (loopback only).
+            token: Shared secret required on every route but the citizen pages; None disables
+                auth (loopback only).
             require_broker: Also report 503 on ``/healthz`` while the broker is disconnected.
+            page_url: Public address of the citizen page, encoded in ``/info/qr.png``
+                (``register-export --url``); default the same ``.example`` placeholder.
+            register_url: The sensor's register entry, linked from ``/info``
+                (``register-export --register-url``); default a marked placeholder.
 
         Raises:
             ValueError: A non-loopback host without a token, or an empty token.
@@ -297,8 +314,11 @@ class WebServer:
         self.host = host
         self.port = port
         self.require_broker = require_broker
+        self.page_url = page_url
+        self.register_url = register_url
         self._token = None if token is None else token.strip().encode()
         self._runner: web.AppRunner | None = None
+        self._qr: tuple[str, bytes] | None = None  # (url, PNG) of the last QR code made
 
     def app(self) -> web.Application:
         """The aiohttp application (routes and the token middleware)."""
@@ -306,6 +326,9 @@ class WebServer:
         app.router.add_get("/", self._page)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/info", self._info_nl, name="info-nl")
+        app.router.add_get("/info/en", self._info_en, name="info-en")
+        app.router.add_get("/info/qr.png", self._info_qr, name="info-qr")
         return app
 
     async def start(self) -> None:
@@ -331,7 +354,7 @@ class WebServer:
 
     # -- request handling -----------------------------------------------------------------
     def _authorised(self, request: web.Request) -> bool:
-        if self._token is None:
+        if self._token is None or request.match_info.route.name in PUBLIC_ROUTES:
             return True
         header = request.headers.get("Authorization", "")
         given = header[7:].strip() if header[:7].lower() == "bearer " else (
@@ -387,3 +410,39 @@ class WebServer:
         page = render_page(report, sensors, ok=healthy(report, require_broker=self.require_broker),
                            last_windows=last if isinstance(last, dict) else None)
         return web.Response(text=page, content_type="text/html", charset="utf-8")
+
+    # -- citizen information pages (public) -----------------------------------------------
+    def _manifest(self) -> dict[str, Any] | None:
+        """The agent's live manifest, or None before its sensors exist."""
+        return self.agent.manifest() if self.agent.sensors else None
+
+    async def _info(self, lang: str) -> web.Response:
+        manifest = self._manifest()
+        if manifest is None:
+            return web.Response(status=503, text="edgeagent is not running yet\n")
+        # Relative links: /info <-> /info/en, also behind a reverse proxy with a path prefix.
+        page = exports.citizen_page(manifest, lang, register_url=self.register_url,
+                                    other_page="info/en" if lang == "nl" else "../info")
+        return web.Response(text=page, content_type="text/html", charset="utf-8",
+                            headers={"Content-Language": lang})
+
+    async def _info_nl(self, request: web.Request) -> web.Response:
+        return await self._info("nl")
+
+    async def _info_en(self, request: web.Request) -> web.Response:
+        return await self._info("en")
+
+    def qr_url(self) -> str:
+        """What ``/info/qr.png`` encodes: ``page_url``, else register-export's placeholder."""
+        if self.page_url is not None:
+            return self.page_url
+        return exports.PAGE_URL_PLACEHOLDER.format(gateway=self.agent.config.gateway.id)
+
+    async def _info_qr(self, request: web.Request) -> web.Response:
+        if importlib.util.find_spec("segno") is None:  # the exports extra
+            return web.Response(status=404, text="no QR code: segno is not installed (pip "
+                                "install 'edgeagent[exports]')\n")
+        url = self.qr_url()
+        if self._qr is None or self._qr[0] != url:
+            self._qr = (url, exports.qr_png(url))
+        return web.Response(body=self._qr[1], content_type="image/png")

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Prepare a fresh Debian / Raspberry Pi OS machine: mosquitto (for the demo and the tests),
+# with EXTRAS=test also openssl and chromium (TLS and browser tests),
 # a virtual environment in .venv and edgeagent installed into it (a real `pip install .`).
 # Usage: bash scripts/setup.sh [EXTRAS]     e.g. bash scripts/setup.sh test
 set -euo pipefail
@@ -26,6 +27,11 @@ fi
 if [ "$extras" = test ] && ! command -v openssl >/dev/null; then
     echo "setup: installing openssl (the TLS tests make their own certificates)"
     apt_install openssl
+fi
+
+if [ "$extras" = test ] && ! command -v chromium >/dev/null; then
+    echo "setup: installing chromium (headless browser for tests/test_browser.py)"
+    apt_install chromium
 fi
 
 if [ ! -x .venv/bin/python ]; then

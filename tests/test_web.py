@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import json
 import math
 import re
@@ -20,7 +21,7 @@ import jsonschema
 import pytest
 
 from conftest import REPO, async_wait_for, simulated_config
-from edgeagent import supervisor
+from edgeagent import exports, supervisor
 from edgeagent.config import validate_config
 from edgeagent.supervisor import Agent, RecoveryStep, SensorState
 from edgeagent.web import (
@@ -314,6 +315,58 @@ def test_token_is_required_on_every_route(broker, tmp_path):
                 assert (await fetch(server, path, params={"token": TOKEN}))[0] == 200, path
 
     asyncio.run(scenario())
+
+
+@pytest.mark.broker
+def test_citizen_pages_are_public_and_built_by_register_exports_function(broker, tmp_path):
+    """/info, /info/en, /info/qr.png need no token (the commissioning page still does)."""
+    async def scenario() -> None:
+        async with serving(config_for(broker, tmp_path), token=TOKEN,
+                           register_url="https://reg.example/test-gw") as (agent, server):
+            assert (await fetch(server, "/"))[0] == 401
+            manifest = agent.manifest()
+            for path, lang, other in (("/info", "nl", "info/en"), ("/info/en", "en", "../info")):
+                status, headers, page = await fetch(server, path)
+                assert status == 200, path
+                assert headers["Content-Type"] == "text/html; charset=utf-8"
+                assert headers["Content-Language"] == lang
+                assert headers["Content-Security-Policy"] == \
+                    "default-src 'none'; style-src 'unsafe-inline'"
+                assert headers["Cache-Control"] == "no-store"
+                assert page == exports.citizen_page(manifest, lang, other_page=other,
+                                                    register_url="https://reg.example/test-gw")
+                for forbidden in ("<script", "<img", "<link", "src=", "url("):
+                    assert forbidden not in page.lower(), (path, forbidden)
+            if importlib.util.find_spec("segno") is None:
+                assert (await fetch(server, "/info/qr.png"))[0] == 404
+                return
+            async with aiohttp.ClientSession() as session, session.get(
+                    f"http://127.0.0.1:{server.port}/info/qr.png") as response:
+                assert response.status == 200
+                assert response.headers["Content-Type"] == "image/png"
+                png = await response.read()
+            # register-export without --url encodes the same placeholder: the same bytes.
+            assert png == exports.qr_png(exports.PAGE_URL_PLACEHOLDER.format(gateway="test-gw"))
+            server.page_url = "https://www.example.org/sensoren/test-gw"
+            async with aiohttp.ClientSession() as session, session.get(
+                    f"http://127.0.0.1:{server.port}/info/qr.png") as response:
+                assert await response.read() == exports.qr_png(server.page_url)
+
+    asyncio.run(scenario())
+
+
+def test_citizen_pages_are_503_before_the_agent_has_sensors(tmp_path):
+    agent = Agent(validate_config(simulated_config(1, tmp_path / "state")))
+
+    async def scenario() -> list[int]:
+        server = WebServer(agent, port=0)
+        await server.start()
+        try:
+            return [(await fetch(server, p))[0] for p in ("/info", "/info/en")]
+        finally:
+            await server.stop()
+
+    assert asyncio.run(scenario()) == [503, 503]
 
 
 @pytest.mark.broker
