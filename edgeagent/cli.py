@@ -167,13 +167,14 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "manifest":
             cmd.add_argument("--text", action="store_true",
                              help="plain text for people instead of JSON")
-    from edgeagent import audit, doctor, exports, listen, scan
+    from edgeagent import audit, doctor, exports, firstboot, listen, scan
 
     doctor.add_parser(sub)
     scan.add_parser(sub)
     listen.add_parser(sub)
     audit.add_parser(sub)
     exports.add_parser(sub)
+    firstboot.add_parser(sub)
     calibrate = sub.add_parser("calibrate", help="calibrate a sensor against a reference",
                                description=cmd_calibrate.__doc__)
     calibrate.add_argument("sensor", help="sensor id from the config")

@@ -2,16 +2,17 @@
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import yaml
+
+from conftest import EDGEAGENT
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(*args: str) -> str:
-    done = subprocess.run([sys.executable, "-m", "edgeagent", "manifest", *args],
+    done = subprocess.run([*EDGEAGENT, "manifest", *args],
                           capture_output=True, text=True, check=True)
     return done.stdout
 
