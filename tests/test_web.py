@@ -205,6 +205,11 @@ def test_metrics_are_valid_prometheus_text_with_the_expected_series(broker, tmp_
             lag = parse_prometheus((await fetch(server, "/metrics"))[2])
             assert sample(lag, "edgeagent_event_loop_lag_seconds") == pytest.approx(0.012)
 
+        # and the reference parser (prometheus_client) reads the same text without complaint
+        from prometheus_client.parser import text_string_to_metric_families
+
+        reference = {f.name: f for f in text_string_to_metric_families(body)}
+        assert {name.removesuffix("_total") for name in families} == set(reference)
         for family in families.values():
             assert family["help"] and family["type"] in ("counter", "gauge")
         for sensor in ("air", "crowd"):
