@@ -42,6 +42,7 @@ from edgeagent.outbox import Outbox
 from edgeagent.power import PowerSwitch
 from edgeagent.privacy import PrivacyGate, Released, decimals, rfc3339
 from edgeagent.systemd import notify, watchdog_interval
+from edgeagent.telemetry import Telemetry, alerts
 from edgeagent.topics import Topics
 from edgeagent.windows import ClosedWindow, SensorWindows
 
@@ -352,8 +353,10 @@ class Agent:
     """The whole pipeline for one config: sensors → windows → gate → outbox → MQTT."""
 
     def __init__(self, config: AgentConfig, *, clock: Clock | None = None,
-                 password: str | None = None, i2c: Callable[[int], Any] | None = None) -> None:
+                 password: str | None = None, i2c: Callable[[int], Any] | None = None,
+                 system_root: Path = Path("/")) -> None:
         self.config = config
+        self.telemetry = Telemetry(system_root)  # process and board figures for health
         self.i2c = i2c  # bus factory for I2C drivers; None = the real /dev/i2c-N
         self.clock = clock or SystemClock()
         self.password = password
@@ -462,23 +465,26 @@ class Agent:
             free = shutil.disk_usage(self.config.state_dir).free
         except OSError:
             free = 0
-        return {"gateway": self.config.gateway.id, "time": rfc3339(self.clock.time()),
-                "version": __version__, "interval_s": self.config.health.interval,
-                "uptime_s": round(self.clock.monotonic() - self._started_mono, 1),
-                "clock": self.clock.quality().value,
-                "outbox": {"depth": stats.depth, "bytes": stats.bytes,
-                           "max_bytes": stats.max_bytes, "dropped": stats.dropped,
-                           "coarsened": stats.coarsened,
-                           "oldest_age_s": None if stats.oldest_age_s is None
-                           else round(stats.oldest_age_s, 1)},
-                "mqtt": {"connected": self.publisher.connected,
-                         "reconnects": self.publisher.reconnects,
-                         "ack_latency_ms": self.publisher.ack_latency_ms},
-                "loop_lag_ms": (None if self.loop_lag_s is None
-                                else round(1000.0 * self._loop_lag_max, 1)),
-                "sensors": {s.config.id: s.health() for s in self.sensors},
-                "storage": {"free_bytes": free, "low": free < LOW_STORAGE_BYTES
-                            or stats.storage_error is not None}}
+        report = {"gateway": self.config.gateway.id, "time": rfc3339(self.clock.time()),
+                 "version": __version__, "interval_s": self.config.health.interval,
+                 "uptime_s": round(self.clock.monotonic() - self._started_mono, 1),
+                 "clock": self.clock.quality().value,
+                 "outbox": {"depth": stats.depth, "bytes": stats.bytes,
+                            "max_bytes": stats.max_bytes, "dropped": stats.dropped,
+                            "coarsened": stats.coarsened,
+                            "oldest_age_s": None if stats.oldest_age_s is None
+                            else round(stats.oldest_age_s, 1)},
+                 "mqtt": {"connected": self.publisher.connected,
+                          "reconnects": self.publisher.reconnects,
+                          "ack_latency_ms": self.publisher.ack_latency_ms},
+                 "loop_lag_ms": (None if self.loop_lag_s is None
+                                 else round(1000.0 * self._loop_lag_max, 1)),
+                 "sensors": {s.config.id: s.health() for s in self.sensors},
+                 "storage": {"free_bytes": free, "low": free < LOW_STORAGE_BYTES
+                             or stats.storage_error is not None},
+                 "process": self.telemetry.process(), "board": self.telemetry.board()}
+        report["alerts"] = alerts(report)
+        return report
 
     # -- background loops -----------------------------------------------------------------
     async def _tick_windows(self) -> None:

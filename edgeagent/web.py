@@ -32,6 +32,7 @@ from aiohttp import web
 from edgeagent import exports
 from edgeagent.clock import ClockQuality
 from edgeagent.supervisor import RecoveryStep, SensorState
+from edgeagent.telemetry import ALERTS
 
 if TYPE_CHECKING:
     from edgeagent.supervisor import Agent
@@ -179,6 +180,20 @@ def render_metrics(report: dict[str, Any], *, loop_lag_s: float | None = None) -
     out.family("edgeagent_storage_low", "gauge",
                "1 when free space is below the safety margin or the outbox has a storage error.",
                [({}, report["storage"]["low"])])
+    process, board = report.get("process") or {}, report.get("board") or {}
+    if process.get("rss_bytes") is not None:
+        out.family("edgeagent_process_resident_memory_bytes", "gauge",
+                   "Resident memory of the agent process.", [({}, process["rss_bytes"])])
+    if "cpu_percent" in process:
+        out.family("edgeagent_process_cpu_percent", "gauge",
+                   "CPU share of one core since the previous health report.",
+                   [({}, process["cpu_percent"])])
+    if board.get("temperature_c") is not None:
+        out.family("edgeagent_board_temperature_celsius", "gauge", "SoC temperature.",
+                   [({}, board["temperature_c"])])
+    if "alerts" in report:
+        out.family("edgeagent_alert", "gauge", "1 while the alert is raised (health alerts).",
+                   [({"alert": name}, name in report["alerts"]) for name in ALERTS])
     if loop_lag_s is not None:
         out.family("edgeagent_event_loop_lag_seconds", "gauge",
                    "How late the agent's event loop ran its last timer.",

@@ -516,6 +516,9 @@ def test_counting_sensor_figures_are_exported_and_others_have_none():
     assert sample(families, "edgeagent_sensor_frames_total", sensor="door-1") == 3000
     assert sample(families, "edgeagent_sensor_dropped_frames_total", sensor="door-1") == 2
     assert sample(families, "edgeagent_sensor_fps", sensor="door-1") == pytest.approx(9.98)
+    assert sample(families, "edgeagent_board_temperature_celsius") == 51.6
+    assert sample(families, "edgeagent_process_resident_memory_bytes") == 48234496
+    assert sample(families, "edgeagent_alert", alert="storage_low") == 0
     assert sample(families, "edgeagent_sensor_inference_ms", sensor="door-1") == \
         pytest.approx(0.21)
     assert families["edgeagent_sensor_fps"]["type"] == "gauge"
