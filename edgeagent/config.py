@@ -27,6 +27,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from edgeagent.driver import Driver, QuantityClass, SensorConfig, load_driver
 from edgeagent.privacy import PRESETS, PrivacyConfig
+from edgeagent.statusled import StatusLedConfig
 from edgeagent.units import ByteSize, Duration
 
 EX_CONFIG = 78  # sysexits.h: configuration error; systemd is told not to restart-loop
@@ -221,6 +222,8 @@ class AgentConfig(_Strict):
     health: HealthSettings = HealthSettings()
     web: WebSettings = WebSettings()
     log: LogSettings = LogSettings()
+    status_led: StatusLedConfig | None = Field(None, description="A GPIO LED showing blink "
+                                               "codes for the technician (docs/status-led.md)")
     sensors: list[Any] = Field(min_length=1)
 
     def driver_class(self, sensor: SensorConfig) -> type[Driver]:

@@ -51,6 +51,7 @@ log = logging.getLogger("edgeagent")
 LOW_STORAGE_BYTES = 50 * 1024 * 1024
 LOOP_LAG_PROBE_S = 0.5  # real seconds between event-loop lag probes
 HOME_ASSISTANT_STATE = "homeassistant-manifest.json"  # the manifest of the last discovery
+STATUS_LED_REFRESH_S = 5.0  # how often the status LED's blink code follows the health alerts
 STOP_BUDGET_S = 4.0  # SIGTERM -> exit well within 5 s
 _WARN_AFTER_FRAME_ERRORS = 3
 
@@ -354,8 +355,10 @@ class Agent:
 
     def __init__(self, config: AgentConfig, *, clock: Clock | None = None,
                  password: str | None = None, i2c: Callable[[int], Any] | None = None,
-                 system_root: Path = Path("/")) -> None:
+                 system_root: Path = Path("/"), pin_factory: Any = None) -> None:
         self.config = config
+        self.pin_factory = pin_factory  # gpiozero pin factory for the status LED (tests: mock)
+        self.status_led: Any = None  # the StatusLed while it runs
         self.telemetry = Telemetry(system_root)  # process and board figures for health
         self.i2c = i2c  # bus factory for I2C drivers; None = the real /dev/i2c-N
         self.clock = clock or SystemClock()
@@ -457,8 +460,12 @@ class Agent:
                             "classes": classes},
                 "sensors": sensors}
 
-    async def health(self) -> dict[str, Any]:
-        """The periodic health report."""
+    async def health(self, *, sample: bool = True) -> dict[str, Any]:
+        """The periodic health report.
+
+        ``sample=False`` peeks (the status LED): the CPU share of the next report is still
+        measured from the previous report.
+        """
         assert self.outbox is not None and self.publisher is not None
         stats = await self.outbox.stats()
         try:
@@ -482,7 +489,8 @@ class Agent:
                  "sensors": {s.config.id: s.health() for s in self.sensors},
                  "storage": {"free_bytes": free, "low": free < LOW_STORAGE_BYTES
                              or stats.storage_error is not None},
-                 "process": self.telemetry.process(), "board": self.telemetry.board()}
+                 "process": self.telemetry.process(advance=sample),
+                  "board": self.telemetry.board()}
         report["alerts"] = alerts(report)
         return report
 
@@ -506,6 +514,28 @@ class Agent:
             await self.publisher.publish_now(self.topics.health,
                                              json.dumps(await self.health()).encode())
             self._loop_lag_max = 0.0
+
+    async def _drive_status_led(self) -> None:
+        """Blink codes from the health alerts, refreshed every few seconds (docs/status-led.md)."""
+        from edgeagent.statusled import StatusLed, blink_code
+
+        assert self.config.status_led is not None
+        try:
+            led = StatusLed(self.config.status_led, self.clock, pin_factory=self.pin_factory)
+        except Exception as exc:  # gpiozero missing, no GPIO, pin in use: measure on without
+            log.error("status LED on GPIO%d not available: %s: %s",
+                      self.config.status_led.gpio, type(exc).__name__, exc)
+            return
+        self.status_led = led
+        blinking = asyncio.create_task(led.run(), name="edgeagent.led.blink")
+        try:
+            while True:
+                led.code = blink_code((await self.health(sample=False))["alerts"])
+                await self.clock.sleep(STATUS_LED_REFRESH_S)
+        finally:
+            blinking.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await blinking
 
     async def _measure_loop_lag(self) -> None:
         """How late the event loop wakes a sleeper, in real time: a busy or stuck loop shows."""
@@ -678,6 +708,8 @@ class Agent:
         workers.append(group.create_task(self._tick_windows(), name=f"edgeagent[{gw}].windows"))
         workers.append(group.create_task(self._report_health(), name=f"edgeagent[{gw}].health"))
         workers.append(group.create_task(self._measure_loop_lag(), name=f"edgeagent[{gw}].lag"))
+        if self.config.status_led is not None:
+            workers.append(group.create_task(self._drive_status_led(), name="edgeagent.led"))
         interval = watchdog_interval()
         if interval:
             workers.append(group.create_task(self._watchdog(interval), name="edgeagent.watchdog"))

@@ -36,11 +36,15 @@ class Telemetry:
         self.root = root
         self._last = (time.monotonic(), time.process_time())
 
-    def process(self) -> dict[str, Any]:
-        """CPU % of one core since the last call, RSS, open file descriptors, threads."""
+    def process(self, *, advance: bool = True) -> dict[str, Any]:
+        """CPU % of one core since the last call, RSS, open file descriptors, threads.
+
+        ``advance=False`` peeks: the next call still measures from the previous one.
+        """
         wall, cpu = time.monotonic(), time.process_time()
         last_wall, last_cpu = self._last
-        self._last = (wall, cpu)
+        if advance:
+            self._last = (wall, cpu)
         share = 100.0 * (cpu - last_cpu) / (wall - last_wall) if wall > last_wall else 0.0
         return {"cpu_percent": round(max(0.0, share), 1), "rss_bytes": _rss_bytes(),
                 "open_fds": _open_fds(), "threads": threading.active_count()}
