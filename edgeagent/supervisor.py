@@ -413,6 +413,27 @@ class Agent:
         # drops and merges the put made are announced as events (which can push out more)
         await self.outbox.announce_pending(self._event)
 
+    async def install_report(self, note: str, *, env: Any = None) -> dict[str, Any]:
+        """Run the doctor checks, sign the result with the note and queue it as an event.
+
+        Returns the event's details (``signature`` included). ``env``: the doctor's
+        environment (tests); default the real machine.
+        """
+        from edgeagent import doctor, installreport
+
+        findings = await asyncio.to_thread(doctor.run_checks, self.config,
+                                           env=env or doctor.DoctorEnv())
+        health = await self.health(sample=False)
+        details = installreport.build_details(
+            config_hash=self.config.fingerprint(), version=__version__, note=note,
+            findings=findings, sensors=health["sensors"])
+        key = await asyncio.to_thread(installreport.report_key, self.config.state_dir)
+        details["signature"] = installreport.sign(details, key)
+        await self._store(self._event("install_report", installreport.summary(details),
+                                      sensor=None, details=details))
+        log.info("install report queued: %s", installreport.summary(details))
+        return details
+
     def manifest(self) -> dict[str, Any]:
         """The transparency manifest: what is measured and what leaves the device."""
         gw, privacy = self.config.gateway, self.config.privacy

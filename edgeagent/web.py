@@ -26,11 +26,13 @@ import logging
 import math
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from aiohttp import web
 
 from edgeagent import exports
 from edgeagent.clock import ClockQuality
+from edgeagent.installreport import NOTE_MAX
 from edgeagent.supervisor import RecoveryStep, SensorState
 from edgeagent.telemetry import ALERTS
 
@@ -48,7 +50,8 @@ _SECURITY_HEADERS = {
     "Cache-Control": "no-store",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",  # the token may be in the URL
-    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+                               "form-action 'self'",
 }
 #: Route names that are public information (no token even when one is set): the citizen pages.
 PUBLIC_ROUTES = frozenset({"info-nl", "info-en", "info-qr"})
@@ -234,7 +237,8 @@ def _window_rows(window: dict[str, Any]) -> str:
 
 
 def render_page(report: dict[str, Any], manifest_sensors: dict[str, dict[str, Any]], *,
-                ok: bool, last_windows: dict[str, dict[str, Any]] | None = None) -> str:
+                ok: bool, last_windows: dict[str, dict[str, Any]] | None = None,
+                report_action: str = "install-report") -> str:
     """The commissioning page: one self-contained HTML document, no scripts or images."""
     e = html.escape
     box, mqtt, storage = report["outbox"], report["mqtt"], report["storage"]
@@ -285,6 +289,13 @@ def render_page(report: dict[str, Any], manifest_sensors: dict[str, dict[str, An
         window = (last_windows or {}).get(sid)
         if window:
             parts.append(_window_rows(window))
+    parts.append(
+        "<h2>Install report</h2>"
+        f'<form method="post" action="{e(report_action)}">'
+        '<p><label for="note">Note: what you installed or changed (no names)</label><br>'
+        f'<textarea id="note" name="note" maxlength="{NOTE_MAX}" rows="3" cols="36">'
+        "</textarea></p><p><button type=\"submit\">Run the checks and send the signed "
+        "report</button></p></form>")
     parts.append('<p class="small">Citizen information page (public, no token): '
                  '<a href="info" hreflang="nl">Nederlands</a> · '
                  '<a href="info/en" hreflang="en">English</a></p>')
@@ -339,6 +350,7 @@ class WebServer:
         """The aiohttp application (routes and the token middleware)."""
         app = web.Application(middlewares=[self._auth])
         app.router.add_get("/", self._page)
+        app.router.add_post("/install-report", self._install_report)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/info", self._info_nl, name="info-nl")
@@ -393,7 +405,7 @@ class WebServer:
         if agent.outbox is None or agent.publisher is None:
             return None
         try:
-            return await agent.health()
+            return await agent.health(sample=False)  # a page view must not reset CPU share
         except Exception:  # e.g. the outbox closed during shutdown
             log.debug("health report unavailable", exc_info=True)
             return None
@@ -422,8 +434,36 @@ class WebServer:
             return web.Response(status=503, text="edgeagent is not running yet\n")
         sensors = {s["id"]: s for s in self.agent.manifest()["sensors"]}
         last = getattr(self.agent, "last_windows", None)
+        token = request.query.get("token")
+        action = "install-report" + (f"?token={quote(token)}" if token else "")
         page = render_page(report, sensors, ok=healthy(report, require_broker=self.require_broker),
-                           last_windows=last if isinstance(last, dict) else None)
+                           last_windows=last if isinstance(last, dict) else None,
+                           report_action=action)
+        return web.Response(text=page, content_type="text/html", charset="utf-8")
+
+    async def _install_report(self, request: web.Request) -> web.Response:
+        """The technician's form: checks, note, signature → an install_report event."""
+        origin = request.headers.get("Origin")
+        if origin is not None and origin not in (f"http://{request.host}",
+                                                 f"https://{request.host}"):
+            return web.Response(status=403, text="403: a form from another site\n")
+        if self.agent.outbox is None:
+            return web.Response(status=503, text="edgeagent is not running yet\n")
+        form = await request.post()
+        note = str(form.get("note", ""))
+        if len(note) > NOTE_MAX:
+            return web.Response(status=400, text=f"400: the note is longer than {NOTE_MAX} "
+                                "characters\n")
+        details = await self.agent.install_report(note)
+        e = html.escape
+        rows = "".join(f"<tr><td>{e(k)}</td><td>{e(str(v))}</td></tr>"
+                       for k, v in details.items())
+        page = ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+                '<meta name="viewport" content="width=device-width, initial-scale=1">'
+                f"<title>Install report</title><style>{_CSS}</style></head><body>"
+                "<h1>Install report queued</h1><p>It is sent on the events topic (now, or "
+                "as soon as the broker is reachable).</p>"
+                f"<table>{rows}</table></body></html>")
         return web.Response(text=page, content_type="text/html", charset="utf-8")
 
     # -- citizen information pages (public) -----------------------------------------------

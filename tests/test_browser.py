@@ -28,11 +28,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_exports import EXPECTED
-from test_web import TOKEN, config_for, serving
 
 from conftest import EDGEAGENT, REPO, async_wait_for
 from edgeagent import exports
+from test_exports import EXPECTED
+from test_web import TOKEN, config_for, serving
 
 CHROMIUM = "/usr/bin/chromium" if os.access("/usr/bin/chromium", os.X_OK) else \
     shutil.which("chromium")

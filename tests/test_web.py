@@ -336,7 +336,7 @@ def test_citizen_pages_are_public_and_built_by_register_exports_function(broker,
                 assert headers["Content-Type"] == "text/html; charset=utf-8"
                 assert headers["Content-Language"] == lang
                 assert headers["Content-Security-Policy"] == \
-                    "default-src 'none'; style-src 'unsafe-inline'"
+                    "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'"
                 assert headers["Cache-Control"] == "no-store"
                 assert page == exports.citizen_page(manifest, lang, other_page=other,
                                                     register_url="https://reg.example/test-gw")
