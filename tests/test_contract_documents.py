@@ -19,16 +19,35 @@ import pytest
 import yaml
 from jsonschema import Draft7Validator, Draft202012Validator, FormatChecker, ValidationError
 
+from edgeagent.encoders.homeassistant import discovery_messages
+from edgeagent.encoders.sensorthings import SensorThingsEncoder
+
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
 SCHEMAS = DEPLOY / "schemas"
 ASYNCAPI = DEPLOY / "asyncapi.yaml"
 EXAMPLES = Path(__file__).resolve().parent / "contract_examples"
 
-SCHEMA_NAMES = ("status", "data", "events", "health", "manifest", "senml")
+SCHEMA_NAMES = (
+    "status",
+    "data",
+    "events",
+    "health",
+    "manifest",
+    "senml",
+    "sensorthings-observation",
+    "homeassistant-discovery",
+)
 JSON_EXAMPLES = ("data", "events", "health", "manifest")
 DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
 TOPIC_ROOT = "edgeagent/v1/{gatewayId}/"
+#: The official JSON Schemas of the Smart Data Models the `dataFiware` message refers to, by
+#: their `$id` (the same ids as the vendored copies in tests/fiware_schemas/). Never fetched.
+FIWARE_SCHEMA_IDS = {
+    "https://smart-data-models.github.io/dataModel.Environment/AirQualityObserved/schema.json",
+    "https://smart-data-models.github.io/dataModel.Environment/NoiseLevelObserved/schema.json",
+    "https://smart-data-models.github.io/dataModel.Transportation/CrowdFlowObserved/schema.json",
+}
 
 # jsonschema only asserts "date-time" when the optional rfc3339-validator package is installed;
 # check it here without that dependency so a malformed timestamp fails on every machine.
@@ -193,6 +212,26 @@ def test_examples_inside_schemas_validate(name: str) -> None:
 @pytest.mark.parametrize("name", JSON_EXAMPLES)
 def test_contract_example_validates(name: str) -> None:
     assert errors(name, load_example(name)) == []
+
+
+def test_sensorthings_encoder_output_validates() -> None:
+    encoder = SensorThingsEncoder({"pm-north/pm25": 42, "pm-north/pm25:max": 43,
+                                   "pm-north/laeq": 44, "pm-north/people:sum": 45})
+    messages = encoder.encode("data/pm-north", load_example("data"))
+    assert len(messages) == 3  # the suppressed people count gives none
+    for message in messages:
+        assert errors("sensorthings-observation", json.loads(message.payload)) == []
+    example = load_schema("sensorthings-observation")["examples"][0]
+    assert example in [json.loads(m.payload) for m in messages]
+
+
+def test_homeassistant_discovery_output_validates() -> None:
+    messages = discovery_messages(load_example("manifest"))
+    assert messages
+    for _, payload in messages:
+        assert errors("homeassistant-discovery", json.loads(payload)) == []
+    example = load_schema("homeassistant-discovery")["examples"][0]
+    assert example == json.loads(messages[0][1])
 
 
 def test_schema_example_equals_shared_example_for_data() -> None:
@@ -469,15 +508,43 @@ def test_asyncapi_parses_and_is_3_0_0() -> None:
 
 
 def test_asyncapi_internal_refs_resolve() -> None:
+    """Pointers into the document resolve, relative refs name a file next to it, and the only
+    absolute refs are the Smart Data Models' schema ids (external: never fetched here)."""
     doc = load_asyncapi()
+    external = set()
     for path, node in walk(doc):
-        if isinstance(node, dict) and str(node.get("$ref", "")).startswith("#/"):
-            assert resolve_pointer(doc, node["$ref"]) is not None, path
+        if not isinstance(node, dict) or "$ref" not in node:
+            continue
+        ref = str(node["$ref"])
+        if ref.startswith("#/"):
+            assert resolve_pointer(doc, ref) is not None, path
+        elif ref.startswith("./"):
+            assert (ASYNCAPI.parent / ref.partition("#")[0]).resolve().is_file(), path
+        else:
+            external.add(ref)
+    assert external == FIWARE_SCHEMA_IDS
+
+
+def test_fiware_schema_ids_match_the_vendored_copies() -> None:
+    vendored = Path(__file__).resolve().parent / "fiware_schemas"
+    ids = {json.loads((vendored / f"{model}.schema.json").read_text(encoding="utf-8"))["$id"]
+           for model in ("AirQualityObserved", "NoiseLevelObserved", "CrowdFlowObserved")}
+    assert ids == FIWARE_SCHEMA_IDS
 
 
 def _message_payload_refs(doc: dict[str, Any]) -> dict[str, str]:
+    """Payload $ref of every message with one of our own schemas (dataFiware has none)."""
     messages = doc["components"]["messages"]
-    return {name: message["payload"]["$ref"] for name, message in messages.items()}
+    return {name: message["payload"]["$ref"] for name, message in messages.items()
+            if name != "dataFiware"}
+
+
+def test_fiware_message_is_one_of_the_three_smart_data_models() -> None:
+    message = load_asyncapi()["components"]["messages"]["dataFiware"]
+    payload = message["payload"]
+    assert set(payload) == {"oneOf"}
+    assert {entry["$ref"] for entry in payload["oneOf"]} == FIWARE_SCHEMA_IDS
+    assert len(payload["oneOf"]) == 3
 
 
 def test_every_message_payload_refs_an_existing_schema() -> None:
@@ -495,25 +562,39 @@ def test_channel_messages_resolve_to_components() -> None:
         assert channel["messages"], channel_name
         for message in channel["messages"].values():
             target = resolve_pointer(doc, message["$ref"])
-            assert "$ref" in target["payload"], channel_name
+            payload = target["payload"]
+            assert "$ref" in payload or "oneOf" in payload, channel_name
 
 
 def test_content_types() -> None:
     messages = load_asyncapi()["components"]["messages"]
     assert messages["status"]["contentType"] == "text/plain"
     assert messages["dataSenml"]["contentType"] == "application/senml+json"  # RFC 8428 §6
+    # NGSI-LD normalized entities with an inline @context are JSON-LD (ETSI GS CIM 009 §6.3.6).
+    assert messages["dataFiware"]["contentType"] == "application/ld+json"
     for name, message in messages.items():
-        if name not in ("status", "dataSenml"):
+        if name not in ("status", "dataSenml", "dataFiware"):
             assert message["contentType"] == "application/json", name
+
+
+#: Channels whose address is, by design, outside the gateway's topic root.
+ABSOLUTE_CHANNELS = {
+    "sensorthingsObservations": "v1.1/Datastreams({datastreamId})/Observations",
+    "homeAssistantDiscovery": "{discoveryPrefix}/sensor/{gatewayId}/{objectId}/config",
+}
 
 
 def test_every_channel_address_is_under_the_gateway_root() -> None:
     doc = load_asyncapi()
     channels = doc["channels"]
-    assert set(channels) == {"status", "manifest", "data", "health", "events"}
+    assert set(channels) == {"status", "manifest", "data", "health", "events",
+                             *ABSOLUTE_CHANNELS}
     for name, channel in channels.items():
         address = channel["address"]
-        assert address.startswith(TOPIC_ROOT), (name, address)
+        if name in ABSOLUTE_CHANNELS:
+            assert address == ABSOLUTE_CHANNELS[name], (name, address)
+        else:
+            assert address.startswith(TOPIC_ROOT), (name, address)
         assert not set("#+") & set(address), (name, address)
         placeholders = set(re.findall(r"\{(\w+)\}", address))
         assert placeholders == set(channel.get("parameters", {})), name
@@ -524,12 +605,24 @@ def test_every_channel_address_is_under_the_gateway_root() -> None:
 
 def test_parameters_are_described() -> None:
     parameters = load_asyncapi()["components"]["parameters"]
-    assert set(parameters) == {"gatewayId", "sensorId"}
+    assert set(parameters) == {"gatewayId", "sensorId", "datastreamId", "discoveryPrefix",
+                               "objectId"}
     for name, parameter in parameters.items():
-        assert "^[a-z0-9][a-z0-9_-]{0,62}$" in parameter["description"], name
+        assert len(parameter["description"]) > 40, name
+        assert parameter["examples"], name
+    for name in ("gatewayId", "sensorId"):
+        assert "^[a-z0-9][a-z0-9_-]{0,62}$" in parameters[name]["description"], name
 
 
-RETAINED = {"status": True, "manifest": True, "data": False, "health": False, "events": False}
+RETAINED = {
+    "status": True,
+    "manifest": True,
+    "data": False,
+    "health": False,
+    "events": False,
+    "sensorthingsObservations": False,
+    "homeAssistantDiscovery": True,
+}
 
 
 def test_operations_send_with_qos_1_and_the_right_retain_flag() -> None:
@@ -571,11 +664,15 @@ def test_servers_and_last_will() -> None:
 
 
 def test_no_real_domains_in_the_contract() -> None:
-    """Only the JSON Schema meta-schema URL and example.org names appear."""
-    texts = [ASYNCAPI.read_text(encoding="utf-8")] + [_schema_text(n) for n in SCHEMA_NAMES]
-    for text in texts:
+    """Only the JSON Schema meta-schema URL, the Smart Data Models' schema ids (AsyncAPI
+    document only) and example.org names appear."""
+    asyncapi = ASYNCAPI.read_text(encoding="utf-8")
+    for url in re.findall(r"[a-z][a-z0-9+.-]*://[^\s'\"`]+", asyncapi):
+        assert url in FIWARE_SCHEMA_IDS or url.startswith("https://json-schema.org/"), url
+    for text in [_schema_text(n) for n in SCHEMA_NAMES]:
         for host in re.findall(r"[a-z][a-z0-9+.-]*://([^/\s'\"`]+)", text):
             assert host == "json-schema.org", host
+    for text in [asyncapi] + [_schema_text(n) for n in SCHEMA_NAMES]:
         for host in re.findall(r"@([a-z0-9.-]+)", text):
             assert host == "example.org" or host.endswith(".example.org"), host
 

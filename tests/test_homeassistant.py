@@ -23,6 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from jinja2 import StrictUndefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jsonschema import Draft202012Validator, FormatChecker
 
 from edgeagent.encoders.homeassistant import (
     SIMULATED_SUFFIX,
@@ -275,6 +276,37 @@ def test_only_documented_keys() -> None:
         assert set(config["device"]) <= DEVICE_KEYS
         assert set(config["origin"]) <= ORIGIN_KEYS and "name" in config["origin"]
         assert config["device"]["identifiers"]  # Home Assistant needs an identifying value
+
+
+CONTRACT_SCHEMA: dict[str, Any] = json.loads(
+    (Path(__file__).resolve().parents[1] / "deploy" / "schemas"
+     / "homeassistant-discovery.schema.json").read_text(encoding="utf-8"))
+CONTRACT = Draft202012Validator(CONTRACT_SCHEMA, format_checker=FormatChecker())
+
+
+def test_configs_validate_against_the_contract_schema() -> None:
+    """deploy/schemas/homeassistant-discovery.schema.json (AsyncAPI homeAssistantDiscovery)."""
+    no_model = sensor("bare", [stream("pm25", "ug/m3", "particulate", "linear", ["mean"])],
+                      model="")
+    sent: set[str] = set()
+    for body in (MANIFEST, FULL, manifest([no_model])):
+        for topic, config in configs(body, discovery_prefix="test/ha").items():
+            errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}"
+                      for e in CONTRACT.iter_errors(config)]
+            assert not errors, (topic, errors)
+            assert topic.startswith(f"test/ha/sensor/{body['gateway']}/")
+            assert topic.endswith("/config")
+            sent |= set(config)
+    assert sent == set(CONTRACT_SCHEMA["properties"])  # the schema lists nothing never sent
+    assert not set(configs(manifest([no_model])).popitem()[1]["device"]) & {"model",
+                                                                            "manufacturer"}
+
+
+def test_contract_schema_rejects_a_key_edgeagent_never_sends() -> None:
+    config = next(iter(configs(MANIFEST).values()))
+    assert CONTRACT.is_valid(config)
+    assert not CONTRACT.is_valid({**config, "icon": "mdi:air-filter"})
+    assert not CONTRACT.is_valid({**config, "qos": 0})
 
 
 def test_device_class_units_and_state_class_are_valid() -> None:

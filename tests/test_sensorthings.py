@@ -36,6 +36,11 @@ MANIFEST = json.loads((EXAMPLES / "manifest.json").read_text())
 SCHEMA = json.loads((ROOT / "tests" / "sensorthings_schemas" / "observation.schema.json")
                     .read_text(encoding="utf-8"))
 OBSERVATION = Draft202012Validator(SCHEMA, format_checker=FormatChecker())
+#: The contract's own schema of what this encoder publishes (deploy/asyncapi.yaml, channel
+#: sensorthingsObservations): narrower than the standard's Observation.
+CONTRACT_SCHEMA = json.loads((ROOT / "deploy" / "schemas" / "sensorthings-observation.schema.json")
+                             .read_text(encoding="utf-8"))
+CONTRACT = Draft202012Validator(CONTRACT_SCHEMA, format_checker=FormatChecker())
 PARAMETER_KEYS = {"gateway", "sensor", "stream", "statistic", "seq", "store", "n", "coverage",
                   "window_s", "clock", "partial", "simulated"}
 OPTIONAL_PARAMETER_KEYS = {"flags", "k", "dp"}
@@ -52,6 +57,9 @@ def check(message: Encoded) -> dict[str, Any]:
     observation = json.loads(message.payload)
     errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}"
               for e in OBSERVATION.iter_errors(observation)]
+    assert not errors, errors
+    errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}"
+              for e in CONTRACT.iter_errors(observation)]
     assert not errors, errors
     keys = set(observation["parameters"])
     assert PARAMETER_KEYS <= keys <= PARAMETER_KEYS | OPTIONAL_PARAMETER_KEYS
@@ -112,6 +120,29 @@ def test_schema_accepts_the_standards_shapes() -> None:
 
 
 # --- encoding ----------------------------------------------------------------------------
+
+
+def test_contract_schema_lists_exactly_the_keys_sent() -> None:
+    parameters = CONTRACT_SCHEMA["properties"]["parameters"]
+    assert set(parameters["properties"]) == PARAMETER_KEYS | OPTIONAL_PARAMETER_KEYS
+    assert set(parameters["required"]) == PARAMETER_KEYS
+    assert set(CONTRACT_SCHEMA["properties"]) == {"phenomenonTime", "resultTime", "result",
+                                                   "parameters"}
+    assert parameters["properties"]["statistic"]["enum"] == list(STATISTICS)
+    for example in CONTRACT_SCHEMA["examples"]:
+        assert OBSERVATION.is_valid(example)
+
+
+def test_contract_schema_accepts_flags_k_and_dp() -> None:
+    body = with_values({
+        "pm25": {"unit": "ug/m3", "quantity": "particulate", "n": 59, "mean": 8.1,
+                 "flags": ["stuck", "high_humidity"]},
+        "people": {"unit": "count", "quantity": "people_count", "n": 60, "sum": 7,
+                   "suppressed": False, "k": 5,
+                   "dp": {"epsilon": 0.5, "mechanism": "geometric"}},
+    }, start="2026-01-01T10:00:10.250Z", partial=True, clock="rtc")
+    found = encode(body)  # check() validates against both schemas
+    assert [set(o["parameters"]) - PARAMETER_KEYS for _, o in found] == [{"dp", "k"}, {"flags"}]
 
 
 def test_is_an_encoder_with_absolute_topics() -> None:
