@@ -22,9 +22,11 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from edgeagent.driver import DriverError, FrameError
+from pydantic import Field
+
+from edgeagent.driver import DriverError, FrameError, SensorConfig
 from edgeagent.serialport import SerialTransport
-from edgeagent.units import format_duration
+from edgeagent.units import Duration, format_duration
 
 CMD_HEADER = bytes.fromhex("FD FC FB FA")
 CMD_FOOTER = bytes.fromhex("04 03 02 01")
@@ -49,6 +51,15 @@ BaudRate = Literal[9600, 19_200, 38_400, 57_600, 115_200, 230_400, 256_000, 460_
 MAX_COMMAND_DATA = 0x40
 STALL_TIMEOUT = 0.5  # s of silence after which a partial frame is given up (sensors.md §1.3)
 ACK_TIMEOUT = 1.0  # s to wait for an ACK (the radars answer within a few ms)
+
+
+class HilinkConfig(SensorConfig):
+    """Fields of every Hi-Link radar entry: the UART and the command timeouts."""
+
+    port: str = Field(description="Serial device, e.g. /dev/ttyAMA0 (a PL011 UART)")
+    baudrate: BaudRate = Field(DEFAULT_BAUD, description="256000 unless changed with 0x00A1")
+    ack_timeout: Duration = Field(ACK_TIMEOUT, description="Wait for each command's ACK")
+    read_timeout: Duration = Field(5.0, description="No valid report this long is an error")
 ENABLE_ATTEMPTS = 2  # enable-config is re-sent once: a radar mid-report may miss the first
 
 

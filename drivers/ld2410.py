@@ -29,25 +29,23 @@ from edgeagent.driver import (
     FrameError,
     QuantityClass,
     Reading,
-    SensorConfig,
     StatKind,
     StreamSpec,
 )
 from edgeagent.drivers.hilink import (
-    ACK_TIMEOUT,
     COMMAND_SPEC,
     DEFAULT_BAUD,
     FIRMWARE,
     Ack,
-    BaudRate,
     CommandChannel,
     FrameSpec,
+    HilinkConfig,
     HilinkParser,
     decode_ack,
     firmware_version,
 )
 from edgeagent.serialport import SerialTransport
-from edgeagent.units import Duration, DurationOrZero, format_duration
+from edgeagent.units import DurationOrZero, format_duration
 
 REPORT_HEADER = bytes.fromhex("F4 F3 F2 F1")
 REPORT_END = bytes.fromhex("F8 F7 F6 F5")
@@ -177,12 +175,10 @@ def gates_value(moving_gate: int, still_gate: int, duration: int) -> bytes:
         (PARAM_DURATION, duration)))
 
 
-class Ld2410Config(SensorConfig):
+class Ld2410Config(HilinkConfig):
     """An LD2410 sensor entry."""
 
     driver: Literal["ld2410"]
-    port: str = Field(description="Serial device, e.g. /dev/ttyAMA0 (a PL011 UART)")
-    baudrate: BaudRate = Field(DEFAULT_BAUD, description="256000 unless changed with 0x00A1")
     engineering: bool = Field(False, description="Engineering reports (gate energies, kept in "
                               "memory only); re-sent on every open, lost at power-off")
     max_gate: int | None = Field(None, ge=2, le=MAX_GATE, description="Farthest gate for "
@@ -190,8 +186,6 @@ class Ld2410Config(SensorConfig):
     no_one_duration: DurationOrZero | None = Field(None, description="How long the radar "
                                                    "keeps reporting presence after the last "
                                                    "detection (whole seconds); None = leave")
-    ack_timeout: Duration = Field(ACK_TIMEOUT, description="Wait for each command's ACK")
-    read_timeout: Duration = Field(5.0, description="No valid report this long is an error")
 
     @field_validator("no_one_duration")
     @classmethod

@@ -36,18 +36,16 @@ from edgeagent.driver import (
     DriverError,
     FrameError,
     Reading,
-    SensorConfig,
     StreamSpec,
 )
 from edgeagent.drivers.hilink import (
-    ACK_TIMEOUT,
     COMMAND_SPEC,
     DEFAULT_BAUD,
     FIRMWARE,
     Ack,
-    BaudRate,
     CommandChannel,
     FrameSpec,
+    HilinkConfig,
     HilinkParser,
     decode_ack,
     firmware_version,
@@ -187,12 +185,10 @@ class ZoneFilter(BaseModel):
         return encode_zones(ZONE_TYPES[self.mode], regions)
 
 
-class Ld2450Config(SensorConfig):
+class Ld2450Config(HilinkConfig):
     """An LD2450 sensor entry."""
 
     driver: Literal["ld2450"]
-    port: str = Field(description="Serial device, e.g. /dev/ttyAMA0 (a PL011 UART)")
-    baudrate: BaudRate = Field(DEFAULT_BAUD, description="256000 unless changed with 0x00A1")
     interval: Duration = Field(1 / FRAME_RATE, description="The radar reports 10 frames/s")
     invert_x: bool = Field(False, description="Mirror x (radar mounted upside down, or to "
                            "match another implementation's sign convention)")
@@ -201,8 +197,6 @@ class Ld2450Config(SensorConfig):
                                      "y away from the radar")
     zone_filter: ZoneFilter | None = Field(None, description="Radar-side zone filter; None = "
                                            "leave the radar's stored setting alone")
-    ack_timeout: Duration = Field(ACK_TIMEOUT, description="Wait for each command's ACK")
-    read_timeout: Duration = Field(5.0, description="No valid report this long is an error")
 
 
 class Ld2450(Driver):
