@@ -158,6 +158,23 @@ class PtyHilink(PtySimulator[HilinkSimulator]):
         #: Called with each frame before it is sent; may return faulty bytes instead.
         self.fault: Callable[[int, bytes], bytes] | None = None
 
+    async def send_until_counted(self, t: float, counted: Callable[[], int]) -> int:
+        """Send reports of time ``t`` until ``counted()`` rises; return how many it rose by.
+
+        A driver drops the reports that arrive while it leaves configuration mode (a real
+        radar streams on, so one lost report is nothing), so a test that sends one report
+        right after the configuration cannot know whether it will count. Bounded: 50 tries of
+        0.2 s each.
+        """
+        before = counted()
+        for _ in range(50):
+            self.send_report(t)
+            for _ in range(40):
+                if counted() > before:
+                    return counted() - before
+                await asyncio.sleep(0.005)
+        raise AssertionError("the driver never counted a report")
+
     def send_report(self, t: float) -> bool:
         """Send the report of time ``t`` now (True if one was sent)."""
         frame = self.sim.report(t)
