@@ -176,6 +176,16 @@ class HealthSettings(_Strict):
     interval: Duration = 60.0
 
 
+def is_loopback(host: str) -> bool:
+    """True when ``host`` is a loopback address (``localhost``, 127.0.0.0/8, ``::1``)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # another host name: may resolve to anything
+
+
 class WebSettings(_Strict):
     """Local web endpoints: commissioning page, /healthz, /metrics (docs/web.md)."""
 
@@ -195,11 +205,7 @@ class WebSettings(_Strict):
 
     @model_validator(mode="after")
     def _token_off_loopback(self) -> WebSettings:
-        try:
-            loopback = self.host == "localhost" or ipaddress.ip_address(self.host).is_loopback
-        except ValueError:
-            loopback = False  # a host name may resolve to anything
-        if self.enabled and not loopback and self.token_file is None:
+        if self.enabled and not is_loopback(self.host) and self.token_file is None:
             raise ValueError(f"host {self.host} is reachable from the network: set token_file "
                              "(a bearer token), or bind to 127.0.0.1")
         return self

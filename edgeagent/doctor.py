@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import errno
 import grp
-import ipaddress
 import json
 import os
 import pwd
@@ -37,7 +36,7 @@ from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 from edgeagent.clock import ClockQuality, _kernel_clock_synced
-from edgeagent.config import DEFAULT_CONFIG, AgentConfig, ConfigError, load_config
+from edgeagent.config import DEFAULT_CONFIG, AgentConfig, ConfigError, is_loopback, load_config
 from edgeagent.driver import DriverError
 from edgeagent.i2c import BusFactory, I2cDevice, open_smbus
 
@@ -209,15 +208,6 @@ def _age(seconds: float) -> str:
         if seconds >= size:
             return f"{int(seconds // size)} {unit}"
     return f"{int(seconds)} s"
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _boot_config(env: DoctorEnv) -> str:
@@ -418,7 +408,7 @@ def check_tls(config: AgentConfig, env: DoctorEnv) -> Finding:
     mqtt, tls = config.mqtt, config.mqtt.tls
     problems: list[tuple[Status, str, str | None]] = []
     if not tls.enabled:
-        if _is_loopback(mqtt.host):
+        if is_loopback(mqtt.host):
             return Finding("broker:tls", "ok", f"TLS off for the local broker {mqtt.host}")
         return Finding("broker:tls", "warning", f"TLS is off for {mqtt.host}: password and data "
                        "travel unencrypted", "set mqtt.tls.enabled: true and use the broker's "

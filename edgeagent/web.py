@@ -21,7 +21,6 @@ from __future__ import annotations
 import hmac
 import html
 import importlib.util
-import ipaddress
 import logging
 import math
 from collections.abc import Awaitable, Callable, Iterable
@@ -32,6 +31,7 @@ from aiohttp import web
 
 from edgeagent import exports
 from edgeagent.clock import ClockQuality
+from edgeagent.config import is_loopback
 from edgeagent.installreport import NOTE_MAX
 from edgeagent.supervisor import RecoveryStep, SensorState
 from edgeagent.telemetry import ALERTS
@@ -55,16 +55,6 @@ _SECURITY_HEADERS = {
 }
 #: Route names that are public information (no token even when one is set): the citizen pages.
 PUBLIC_ROUTES = frozenset({"info-nl", "info-en", "info-qr"})
-
-
-def is_loopback(host: str) -> bool:
-    """True when ``host`` is a loopback address (``localhost``, 127.0.0.0/8, ``::1``)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # another host name: may resolve to anything
 
 
 def healthy(report: dict[str, Any], *, require_broker: bool = False) -> bool:
